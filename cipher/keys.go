@@ -1,0 +1,267 @@
+package cipher
+
+import (
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	gocipher "crypto/cipher"
+)
+
+type aeadT = gocipher.AEAD
+
+var newGCMFromBlock = gocipher.NewGCM
+
+// newHash is the SHA-256 used for HKDF and HMAC in this package. The
+// benchmark in sha256_bench_test.go compares crypto/sha256 with
+// minio/sha256-simd on this project's sizes; crypto/sha256 (SHA-NI on
+// amd64) is at least as fast, see docs/FORMAT.md "Performance".
+var newHash = sha256.New
+
+// HKDF-SHA256 labels ("info"), one per purpose, so no two uses of the master
+// key or of a key file can ever produce the same bytes.
+const (
+	labelHeaderWrap  = "s3cryptfs v1 header key wrap"
+	labelKeyID       = "s3cryptfs v1 key id"
+	labelCommitment  = "s3cryptfs v1 key commitment"
+	labelKeyFileWrap = "s3cryptfs v1 key file wrap"
+)
+
+// Object header layout (docs/FORMAT.md, "Object header").
+const (
+	headerMagic      = "S3CF"
+	headerVersion    = 1
+	algAES256GCM     = 1 // AES-256-GCM, 12-byte random nonce, 16-byte tag
+	keyIDSize        = 16
+	fileIDSize       = 16
+	dataKeySize      = 32
+	hdrFileIDOff     = 8
+	hdrKeyIDOff      = 24
+	hdrNonceOff      = 40 // bytes [0,40) are the associated data of the data key wrap
+	hdrWrappedOff    = 52 // 32-byte wrapped data key + 16-byte tag
+	hdrCommitmentOff = 100
+	commitmentSize   = 32
+)
+
+// Keys holds a vault's master key and its derived subkeys. It is immutable
+// after creation and safe for concurrent use.
+type Keys struct {
+	layout     Layout
+	log2Block  uint8
+	keyID      [keyIDSize]byte
+	headerWrap aeadT // AES-256-GCM under the header-wrap subkey
+	commitKey  []byte
+	rand       io.Reader // crypto/rand.Reader except in tests that pin vectors
+}
+
+func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
+	wrapKey, err := hkdf.Key(newHash, master, nil, labelHeaderWrap, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive header wrap key: %w", err)
+	}
+	keyID, err := hkdf.Key(newHash, master, nil, labelKeyID, keyIDSize)
+	if err != nil {
+		return nil, fmt.Errorf("derive key id: %w", err)
+	}
+	commitKey, err := hkdf.Key(newHash, master, nil, labelCommitment, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive commitment key: %w", err)
+	}
+	k := &Keys{
+		layout:     NewLayout(blockSize),
+		log2Block:  blockSizeLog2(blockSize),
+		headerWrap: newGCM(wrapKey),
+		commitKey:  commitKey,
+		rand:       rng,
+	}
+	copy(k.keyID[:], keyID)
+	return k, nil
+}
+
+// Layout is the offset arithmetic for objects of this vault.
+func (k *Keys) Layout() Layout { return k.layout }
+
+// NewFile picks a random file id and data key for a new object.
+func (k *Keys) NewFile() (*FileKey, error) {
+	f := &FileKey{layout: k.layout, rand: k.rand}
+	var dataKey [dataKeySize]byte
+	if _, err := io.ReadFull(k.rand, f.id[:]); err != nil {
+		return nil, fmt.Errorf("cipher: new file: random id: %w", err)
+	}
+	if _, err := io.ReadFull(k.rand, dataKey[:]); err != nil {
+		return nil, fmt.Errorf("cipher: new file: random data key: %w", err)
+	}
+	h := f.header[:]
+	copy(h[0:4], headerMagic)
+	h[4], h[5], h[6], h[7] = headerVersion, algAES256GCM, k.log2Block, 0
+	copy(h[hdrFileIDOff:], f.id[:])
+	copy(h[hdrKeyIDOff:], k.keyID[:])
+	if _, err := io.ReadFull(k.rand, h[hdrNonceOff:hdrWrappedOff]); err != nil {
+		return nil, fmt.Errorf("cipher: new file: random nonce: %w", err)
+	}
+	k.headerWrap.Seal(h[hdrWrappedOff:hdrWrappedOff], h[hdrNonceOff:hdrWrappedOff], dataKey[:], h[:hdrNonceOff])
+	k.commitment(h[hdrCommitmentOff:hdrCommitmentOff], h[:hdrCommitmentOff], dataKey[:])
+	f.init(dataKey[:])
+	return f, nil
+}
+
+// commitment appends HMAC-SHA256(commitKey, header[0:100] || dataKey) to dst.
+// It commits the header (and so the wrap) to one master key and one data
+// key: AES-GCM alone is not key-committing, so without it a crafted header
+// could open under two different keys.
+func (k *Keys) commitment(dst, headerPrefix, dataKey []byte) []byte {
+	m := hmac.New(newHash, k.commitKey)
+	m.Write(headerPrefix)
+	m.Write(dataKey)
+	return m.Sum(dst)
+}
+
+// OpenHeader checks an object header and unwraps its data key. The header
+// must be exactly HeaderSize bytes. A header sealed under another master key
+// gives ErrWrongKey; anything else that does not check gives ErrCorrupt.
+func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
+	if len(header) != HeaderSize {
+		return nil, fmt.Errorf("cipher: header: length %d, want %d: %w", len(header), HeaderSize, ErrCorrupt)
+	}
+	switch {
+	case string(header[0:4]) != headerMagic:
+		return nil, fmt.Errorf("cipher: header: bad magic: %w", ErrCorrupt)
+	case header[4] != headerVersion:
+		return nil, fmt.Errorf("cipher: header: unsupported version %d: %w", header[4], ErrCorrupt)
+	case header[5] != algAES256GCM:
+		return nil, fmt.Errorf("cipher: header: unknown algorithm %d: %w", header[5], ErrCorrupt)
+	case header[6] != k.log2Block:
+		return nil, fmt.Errorf("cipher: header: block size 2^%d, vault uses 2^%d: %w", header[6], k.log2Block, ErrCorrupt)
+	case header[7] != 0:
+		return nil, fmt.Errorf("cipher: header: reserved byte not zero: %w", ErrCorrupt)
+	case subtle.ConstantTimeCompare(header[hdrKeyIDOff:hdrNonceOff], k.keyID[:]) != 1:
+		return nil, fmt.Errorf("cipher: header: sealed under another master key (key id %x): %w",
+			header[hdrKeyIDOff:hdrNonceOff], ErrWrongKey)
+	}
+	var dataKey [dataKeySize]byte
+	if _, err := k.headerWrap.Open(dataKey[:0], header[hdrNonceOff:hdrWrappedOff],
+		header[hdrWrappedOff:hdrCommitmentOff], header[:hdrNonceOff]); err != nil {
+		return nil, fmt.Errorf("cipher: header: data key does not authenticate: %w", ErrCorrupt)
+	}
+	var want [commitmentSize]byte
+	k.commitment(want[:0], header[:hdrCommitmentOff], dataKey[:])
+	if subtle.ConstantTimeCompare(want[:], header[hdrCommitmentOff:]) != 1 {
+		return nil, fmt.Errorf("cipher: header: key commitment mismatch: %w", ErrCorrupt)
+	}
+	f := &FileKey{layout: k.layout, rand: k.rand}
+	copy(f.id[:], header[hdrFileIDOff:])
+	copy(f.header[:], header)
+	f.init(dataKey[:])
+	return f, nil
+}
+
+// FileKey is one object's file id and data key, with the AEAD built once so
+// sealing a block allocates nothing. Immutable and safe for concurrent use.
+type FileKey struct {
+	layout Layout
+	id     [fileIDSize]byte
+	header [HeaderSize]byte
+	aead   aeadT
+	adBase [blockADSize]byte // associated data with index and final flag zero
+	rand   io.Reader
+}
+
+// Block associated data: file id (16) || index (8, big endian) ||
+// final (1) || version (1) || algorithm (1) || log2 block size (1).
+const (
+	blockADSize     = 28
+	blockADIndexOff = 16
+	blockADFinalOff = 24
+)
+
+func (f *FileKey) init(dataKey []byte) {
+	f.aead = newGCM(dataKey)
+	copy(f.adBase[:], f.id[:])
+	f.adBase[25] = headerVersion
+	f.adBase[26] = algAES256GCM
+	f.adBase[27] = f.header[6]
+}
+
+// ID is the file's random 16-byte id, bound into every block.
+func (f *FileKey) ID() [16]byte { return f.id }
+
+// Header returns the exact header bytes (a fresh copy); the same FileKey
+// always gives the same header.
+func (f *FileKey) Header() []byte {
+	h := make([]byte, HeaderSize)
+	copy(h, f.header[:])
+	return h
+}
+
+// Layout is the offset arithmetic for this file's object.
+func (f *FileKey) Layout() Layout { return f.layout }
+
+func (f *FileKey) blockAD(ad *[blockADSize]byte, index uint64, final bool) {
+	*ad = f.adBase
+	binary.BigEndian.PutUint64(ad[blockADIndexOff:], index)
+	if final {
+		ad[blockADFinalOff] = 1
+	}
+}
+
+// Seal appends nonce||ciphertext||tag to dst, with a fresh random nonce on
+// every call (so rewriting a block never reuses one). len(plain) must be at
+// most the block size, and exactly the block size unless final; an empty
+// plain is only meaningful as block 0 of an empty file. Violations are
+// programmer errors and panic.
+func (f *FileKey) Seal(dst, plain []byte, index uint64, final bool) []byte {
+	if len(plain) > f.layout.BlockSize || (!final && len(plain) != f.layout.BlockSize) {
+		panic(fmt.Sprintf("BUG: cipher.Seal: %d bytes for block %d (final %v, block size %d)",
+			len(plain), index, final, f.layout.BlockSize))
+	}
+	ret, out := sliceForAppend(dst, NonceSize+len(plain)+TagSize)
+	if _, err := io.ReadFull(f.rand, out[:NonceSize]); err != nil {
+		panic("BUG: cipher.Seal: random source failed: " + err.Error())
+	}
+	ad := adPool.get()
+	f.blockAD(ad, index, final)
+	f.aead.Seal(out[NonceSize:NonceSize], out[:NonceSize], plain, ad[:])
+	adPool.put(ad)
+	return ret
+}
+
+// Open checks and decrypts one sealed block, appending the plaintext to dst.
+// Any failure is ErrCorrupt, wrapped with the block index: wrong size for
+// its position, tampering, a block from another position or file, a
+// non-final block where the final one should be (truncation) or the
+// reverse.
+func (f *FileKey) Open(dst, sealed []byte, index uint64, final bool) ([]byte, error) {
+	n := len(sealed) - BlockOverhead
+	switch {
+	case n < 0 || n > f.layout.BlockSize:
+		return dst, fmt.Errorf("cipher: block %d: sealed length %d out of range: %w", index, len(sealed), ErrCorrupt)
+	case !final && n != f.layout.BlockSize:
+		return dst, fmt.Errorf("cipher: block %d: short non-final block (%d bytes): %w", index, n, ErrCorrupt)
+	case final && n == 0 && index != 0:
+		return dst, fmt.Errorf("cipher: block %d: empty final block after full ones: %w", index, ErrCorrupt)
+	}
+	ad := adPool.get()
+	f.blockAD(ad, index, final)
+	out, err := f.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], ad[:])
+	adPool.put(ad)
+	if err != nil {
+		return dst, fmt.Errorf("cipher: block %d (final %v): authentication failed: %w", index, final, ErrCorrupt)
+	}
+	return out, nil
+}
+
+// sliceForAppend extends in by n bytes, reallocating only when the capacity
+// is short, and returns the whole slice and the new tail.
+func sliceForAppend(in []byte, n int) (head, tail []byte) {
+	if total := len(in) + n; cap(in) >= total {
+		head = in[:total]
+	} else {
+		head = make([]byte, total)
+		copy(head, in)
+	}
+	return head, head[len(in):]
+}

@@ -11,7 +11,7 @@ BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 # Tests find the pinned MinIO here (internal/miniotest); override to use another.
 export S3CRYPTFS_MINIO_BIN ?= $(TOOLS)/minio
 
-.PHONY: help build test test-short lint fmt bench fuzz tools minio-bin staticcheck-bin deps clean
+.PHONY: help build test test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,11 @@ bench: build minio-bin ## benchmarks (cipher, backend vs bare SDK, mount vs bare
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./... | tee bench.txt
 
 tools: minio-bin staticcheck-bin ## install pinned tools into .tools/bin
+
+MINIO_PORT ?= 9000
+MINIO_DIR ?=
+minio: minio-bin ## run a TLS MinIO (static KMS key) in the foreground; prints endpoint, credentials, CA; MINIO_PORT, MINIO_DIR=keep data
+	$(GO) run ./internal/miniotest/cmd/miniodev -port $(MINIO_PORT) $(if $(MINIO_DIR),-dir $(MINIO_DIR))
 
 minio-bin: $(TOOLS)/minio
 $(TOOLS)/minio:

@@ -1,0 +1,240 @@
+package cipher
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// failsToOpen reports whether obj is refused both by the block API and by
+// NewReader plus a full read.
+func failsToOpen(t *testing.T, k *Keys, obj []byte) bool {
+	t.Helper()
+	_, err1 := openAll(k, obj)
+	if err1 != nil && !errors.Is(err1, ErrCorrupt) && !errors.Is(err1, ErrWrongKey) {
+		t.Fatalf("unexpected error class: %v", err1)
+	}
+	var err2 error
+	if r, err := NewReader(bytes.NewReader(obj), int64(len(obj)), k); err != nil {
+		err2 = err
+	} else if r.Size() > 0 {
+		_, err2 = r.ReadAt(make([]byte, r.Size()), 0)
+	}
+	if (err1 == nil) != (err2 == nil) {
+		t.Fatalf("block API and Reader disagree: %v / %v", err1, err2)
+	}
+	return err1 != nil
+}
+
+// TestEveryByteFlipFails flips each bit position class in every byte of an
+// object of 3 full blocks and a short one (4 KiB blocks): each change must
+// make the object fail to open.
+func TestEveryByteFlipFails(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := pattern(3*MinBlockSize+100, 1)
+	obj := sealAll(t, fk, plain)
+	if got, err := openAll(k, obj); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("pristine object does not open: %v", err)
+	}
+	mut := bytes.Clone(obj)
+	for i := range mut {
+		// Vary the flipped bit with the position so all eight are covered
+		// in every region without testing 8x as many objects.
+		mask := byte(1) << (i % 8)
+		mut[i] ^= mask
+		_, err := openAll(k, mut)
+		if err == nil {
+			t.Fatalf("flipping bit %d of byte %d went unnoticed", i%8, i)
+		}
+		if !errors.Is(err, ErrCorrupt) && !(errors.Is(err, ErrWrongKey) && i >= hdrKeyIDOff && i < hdrNonceOff) {
+			t.Fatalf("byte %d: error %v is neither ErrCorrupt nor (for the key id) ErrWrongKey", i, err)
+		}
+		mut[i] ^= mask
+	}
+	// The Reader path too, on header bytes and a sample of block bytes.
+	for i := 0; i < len(mut); i += 1 + i/64 {
+		mut[i] ^= 0x80
+		if !failsToOpen(t, k, mut) {
+			t.Fatalf("Reader: flipping byte %d went unnoticed", i)
+		}
+		mut[i] ^= 0x80
+	}
+}
+
+func TestSwappedBlocksFail(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	l := k.Layout()
+	obj := sealAll(t, fk, pattern(4*MinBlockSize, 2))
+	s := int(l.BlockIndexToCipherOff(1) - l.BlockIndexToCipherOff(0))
+	for _, pair := range [][2]uint64{{0, 1}, {1, 2}, {0, 3}, {2, 3}} {
+		mut := bytes.Clone(obj)
+		a, b := l.BlockIndexToCipherOff(pair[0]), l.BlockIndexToCipherOff(pair[1])
+		copy(mut[a:], obj[b:b+int64(s)])
+		copy(mut[b:], obj[a:a+int64(s)])
+		if !failsToOpen(t, k, mut) {
+			t.Fatalf("swapping blocks %d and %d went unnoticed", pair[0], pair[1])
+		}
+	}
+}
+
+// TestBlockFromOtherFileFails moves a block between two files of the same
+// vault at the same index: the file id in the associated data catches it.
+func TestBlockFromOtherFileFails(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	l := k.Layout()
+	fa, _ := k.NewFile()
+	fb, _ := k.NewFile()
+	plain := pattern(3*MinBlockSize, 3)
+	a, b := sealAll(t, fa, plain), sealAll(t, fb, plain)
+	for i := uint64(0); i < 3; i++ {
+		mut := bytes.Clone(a)
+		off := l.BlockIndexToCipherOff(i)
+		copy(mut[off:off+int64(MinBlockSize)+BlockOverhead], b[off:])
+		if !failsToOpen(t, k, mut) {
+			t.Fatalf("block %d from another file went unnoticed", i)
+		}
+	}
+	// Even with the data key known to be the same, the file id differs:
+	// Open of b's block 0 through a's key must fail.
+	if _, err := fa.Open(nil, b[HeaderSize:HeaderSize+MinBlockSize+BlockOverhead], 0, false); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of another file's block: %v", err)
+	}
+	// The header of the other file in front of this file's blocks.
+	mut := bytes.Clone(a)
+	copy(mut, b[:HeaderSize])
+	if !failsToOpen(t, k, mut) {
+		t.Fatal("another file's header in front went unnoticed")
+	}
+}
+
+func TestTruncationAtEveryBlockBoundaryFails(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	l := k.Layout()
+	for _, size := range []int{MinBlockSize, 3 * MinBlockSize, 3*MinBlockSize + 17} {
+		fk, _ := k.NewFile()
+		obj := sealAll(t, fk, pattern(size, 4))
+		n := l.BlockCount(int64(size))
+		for i := uint64(0); i < n; i++ {
+			cut := obj[:l.BlockIndexToCipherOff(i)]
+			if !failsToOpen(t, k, cut) {
+				t.Fatalf("size %d: truncation before block %d went unnoticed", size, i)
+			}
+		}
+	}
+}
+
+func TestAppendedBytesFail(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	for _, size := range []int{0, 1, MinBlockSize, 2*MinBlockSize + 5} {
+		fk, _ := k.NewFile()
+		obj := sealAll(t, fk, pattern(size, 5))
+		for _, extra := range []int{1, 27, 28, 29, BlockOverhead + MinBlockSize} {
+			mut := append(bytes.Clone(obj), pattern(extra, 9)...)
+			if !failsToOpen(t, k, mut) {
+				t.Fatalf("size %d: %d appended bytes went unnoticed", size, extra)
+			}
+		}
+	}
+}
+
+// TestFinalFlagIsBound checks the final flag alone: a full block sealed as
+// non-final does not open as final and vice versa.
+func TestFinalFlagIsBound(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	full := pattern(MinBlockSize, 6)
+	nonFinal := fk.Seal(nil, full, 2, false)
+	final := fk.Seal(nil, full, 2, true)
+	if _, err := fk.Open(nil, nonFinal, 2, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("non-final block opened as final: %v", err)
+	}
+	if _, err := fk.Open(nil, final, 2, false); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("final block opened as non-final: %v", err)
+	}
+	if _, err := fk.Open(nil, final, 3, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("block opened at another index: %v", err)
+	}
+	if got, err := fk.Open(nil, final, 2, true); err != nil || !bytes.Equal(got, full) {
+		t.Fatalf("pristine block: %v", err)
+	}
+}
+
+func TestFreshNonceEverySeal(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	p := pattern(100, 7)
+	a, b := fk.Seal(nil, p, 0, true), fk.Seal(nil, p, 0, true)
+	if bytes.Equal(a[:NonceSize], b[:NonceSize]) || bytes.Equal(a, b) {
+		t.Fatal("two seals of the same block reused the nonce")
+	}
+}
+
+func TestWrongMasterKeyHeader(t *testing.T) {
+	k1, k2 := testKeys(t, MinBlockSize), testKeys(t, MinBlockSize)
+	fk, _ := k1.NewFile()
+	if _, err := k2.OpenHeader(fk.Header()); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("header of another vault: %v, want ErrWrongKey", err)
+	}
+	k3 := testKeys(t, DefaultBlockSize)
+	if _, err := k3.OpenHeader(fk.Header()); err == nil {
+		t.Fatal("header opened by a vault with another block size")
+	}
+	if _, err := k1.OpenHeader(fk.Header()[:HeaderSize-1]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("short header: %v", err)
+	}
+}
+
+// TestKeyCommitmentChecked re-wraps a header's data key correctly (as only
+// someone holding the master key could) but leaves the commitment of the
+// old key: OpenHeader must refuse it, proving the commitment is compared.
+func TestKeyCommitmentChecked(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	h := fk.Header()
+	other := pattern(dataKeySize, 8)
+	k.headerWrap.Seal(h[hdrWrappedOff:hdrWrappedOff], h[hdrNonceOff:hdrWrappedOff], other, h[:hdrNonceOff])
+	if _, err := k.OpenHeader(h); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("header with a stale commitment: %v, want ErrCorrupt", err)
+	}
+	k.commitment(h[hdrCommitmentOff:hdrCommitmentOff], h[:hdrCommitmentOff], other)
+	if _, err := k.OpenHeader(h); err != nil {
+		t.Fatalf("header with a matching commitment: %v", err)
+	}
+}
+
+func TestHeaderStable(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	h1, h2 := fk.Header(), fk.Header()
+	h1[0] ^= 1 // callers may scribble on their copy
+	if !bytes.Equal(h2, fk.Header()) || len(h2) != HeaderSize {
+		t.Fatal("Header is not stable")
+	}
+	fk2, err := k.OpenHeader(h2)
+	if err != nil || !bytes.Equal(fk2.Header(), h2) || fk2.ID() != fk.ID() {
+		t.Fatalf("OpenHeader(Header()) differs: %v", err)
+	}
+}
+
+func TestSealMisusePanics(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	for _, c := range []struct {
+		n     int
+		final bool
+	}{{MinBlockSize + 1, true}, {MinBlockSize - 1, false}, {0, false}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Seal(%d bytes, final %v) did not panic", c.n, c.final)
+				}
+			}()
+			fk.Seal(nil, make([]byte, c.n), 0, c.final)
+		}()
+	}
+}

@@ -1,0 +1,224 @@
+package cipher
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// The test vectors live in docs/FORMAT.md, section "Test vectors", as
+// `name = hex` lines inside fenced code blocks (a value may continue on
+// following lines that hold only hex). This test reads the inputs from the
+// document, recomputes every output with this package and compares, so the
+// document and the code cannot drift apart. To regenerate after a deliberate
+// format change: S3CRYPTFS_PRINT_VECTORS=1 go test -run TestVectors -v.
+
+const formatDoc = "../docs/FORMAT.md"
+
+var vectorLine = regexp.MustCompile(`^([a-z0-9][a-z0-9 .]*[a-z0-9]) += ([0-9a-f]*)$`)
+var hexLine = regexp.MustCompile(`^ +([0-9a-f]+)$`)
+
+func readVectors(t *testing.T) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(formatDoc)
+	if err != nil {
+		t.Fatalf("test vectors: %v", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	var inSection, inFence bool
+	var last string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "## "):
+			inSection = strings.HasPrefix(line, "## Test vectors")
+			continue
+		case strings.HasPrefix(line, "```"):
+			inFence = !inFence
+			last = ""
+			continue
+		}
+		if !inSection || !inFence {
+			continue
+		}
+		if m := vectorLine.FindStringSubmatch(line); m != nil {
+			if _, dup := out[m[1]]; dup {
+				t.Fatalf("FORMAT.md: vector %q twice", m[1])
+			}
+			last = m[1]
+			out[last] = m[2]
+		} else if m := hexLine.FindStringSubmatch(line); m != nil && last != "" {
+			out[last] += m[1]
+		} else {
+			last = ""
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	res := map[string][]byte{}
+	for k, v := range out {
+		b, err := hex.DecodeString(v)
+		if err != nil {
+			t.Fatalf("FORMAT.md: vector %q: %v", k, err)
+		}
+		res[k] = b
+	}
+	return res
+}
+
+// script is an io.Reader that hands out fixed chunks and insists that each
+// Read asks for exactly the next chunk's length, so a change in the order
+// the code consumes randomness fails loudly.
+type script struct {
+	chunks [][]byte
+}
+
+func (s *script) Read(p []byte) (int, error) {
+	if len(s.chunks) == 0 {
+		return 0, fmt.Errorf("script: unexpected read of %d bytes", len(p))
+	}
+	c := s.chunks[0]
+	if len(c) != len(p) {
+		return 0, fmt.Errorf("script: read of %d bytes, next chunk has %d", len(p), len(c))
+	}
+	s.chunks = s.chunks[1:]
+	return copy(p, c), nil
+}
+
+// vectorPattern is the plaintext of object C: byte i is i mod 251.
+func vectorPattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}
+
+// computeVectors derives every output vector from the inputs in in.
+func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
+	t.Helper()
+	get := func(name string) []byte {
+		v, ok := in[name]
+		if !ok {
+			t.Fatalf("FORMAT.md lacks input vector %q", name)
+		}
+		return v
+	}
+	out := map[string][]byte{}
+	const bs = 4096
+
+	// Passphrase config, production KDF parameters.
+	pass := get("passphrase")
+	master := get("master key")
+	rng := &script{chunks: [][]byte{master, get("config salt"), get("config nonce")}}
+	c, k, err := newConfig(rng, pass, ConfigOptions{BlockSize: bs, KDF: DefaultKDF}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["config wrapping key"], err = c.wrappingKey(pass); err != nil {
+		t.Fatal(err)
+	}
+	out["config"] = c.Marshal()
+	if k2, err := c.Unlock(pass); err != nil || !sameKeys(t, k, k2) {
+		t.Fatalf("vector config does not unlock: %v", err)
+	}
+
+	// Key-file config holding the same master key.
+	kf := get("key file")
+	rng = &script{chunks: [][]byte{master, get("key file config salt"), get("key file config nonce")}}
+	kc, _, err := newConfig(rng, kf, ConfigOptions{BlockSize: bs, KeyFile: true}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["key file wrapping key"], err = kc.wrappingKey(kf); err != nil {
+		t.Fatal(err)
+	}
+	out["key file config"] = kc.Marshal()
+
+	// Subkeys.
+	for name, label := range map[string]string{
+		"header wrap key": labelHeaderWrap,
+		"commitment key":  labelCommitment,
+	} {
+		if out[name], err = hkdf.Key(newHash, master, nil, label, 32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out["key id"], err = hkdf.Key(newHash, master, nil, labelKeyID, keyIDSize); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out["key id"], k.keyID[:]) || !bytes.Equal(out["commitment key"], k.commitKey) {
+		t.Fatal("Keys derived other subkeys than the vector computation")
+	}
+
+	// One file key; objects A (empty), B (13 bytes), C (4101 bytes) share it.
+	k.rand = &script{chunks: [][]byte{
+		get("file id"), get("data key"), get("header nonce"),
+		get("object a block 0 nonce"), get("object b block 0 nonce"),
+		get("object c block 0 nonce"), get("object c block 1 nonce"),
+	}}
+	fk, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := fk.Header()
+	out["header"] = h
+	out["header commitment"] = h[hdrCommitmentOff:]
+	out["object a"] = append(bytes.Clone(h), fk.Seal(nil, nil, 0, true)...)
+	out["object b"] = append(bytes.Clone(h), fk.Seal(nil, get("object b plaintext"), 0, true)...)
+	pc := vectorPattern(bs + 5)
+	objC := fk.Seal(bytes.Clone(h), pc[:bs], 0, false)
+	objC = fk.Seal(objC, pc[bs:], 1, true)
+	out["object c block 1"] = objC[HeaderSize+bs+BlockOverhead:]
+	sum := sha256.Sum256(objC)
+	out["object c sha256"] = sum[:]
+	out["object c size"] = []byte{byte(len(objC) >> 8), byte(len(objC))}
+
+	// Everything computed must also open again.
+	for _, name := range []string{"object a", "object b"} {
+		if _, err := openAll(k, out[name]); err != nil {
+			t.Fatalf("%s does not open: %v", name, err)
+		}
+	}
+	if got, err := openAll(k, objC); err != nil || !bytes.Equal(got, pc) {
+		t.Fatalf("object c does not open: %v", err)
+	}
+	return out
+}
+
+func TestVectors(t *testing.T) {
+	in := readVectors(t)
+	out := computeVectors(t, in)
+	if os.Getenv("S3CRYPTFS_PRINT_VECTORS") != "" {
+		names := make([]string, 0, len(out))
+		for n := range out {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			s := hex.EncodeToString(out[n])
+			t.Logf("%s = %s", n, s)
+		}
+	}
+	for name, want := range out {
+		got, ok := in[name]
+		if !ok {
+			t.Errorf("FORMAT.md lacks output vector %q = %x", name, want)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("vector %q:\n FORMAT.md %x\n computed  %x", name, got, want)
+		}
+	}
+}

@@ -1,0 +1,219 @@
+// Package content is the engine of file contents: it maps plaintext reads and
+// writes of one file onto the one object that stores it, through the cipher
+// (fixed-size sealed blocks), the block cache and the object store.
+//
+// The filesystem tree (package fs) owns names, inodes and handles; this
+// package owns bytes. An Engine serves a mount; a File is the content state
+// of one inode, shared by all its open handles; a Handle adds per-handle
+// sequential detection and readahead.
+//
+// Plaintext never reaches local disk: dirty blocks stay in memory up to
+// Options.MaxDirty and beyond that go to a spool file sealed with an
+// ephemeral key that exists only in this process.
+package content
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+)
+
+// Defaults for the zero Options fields.
+const (
+	DefaultMaxDirty  = 256 << 20
+	DefaultReadahead = 8 << 20
+
+	// plainBlockSize is the caching unit when client-side encryption is off.
+	plainBlockSize = cipher.DefaultBlockSize
+
+	minReadahead   = 256 << 10 // first readahead window of a sequential reader
+	readaheadChunk = 1 << 20   // bytes per readahead GET
+	readaheadPar   = 4         // readahead GETs in flight per handle
+	maxCopyRange   = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store     backend.Store
+	Keys      *cipher.Keys // nil: no client-side encryption (object bytes are the plaintext)
+	Cache     *cache.Cache // nil: no block cache (and no readahead, which fills the cache)
+	MaxDirty  int64        // plaintext bytes of dirty data held in memory per mount before spilling; 0 = DefaultMaxDirty
+	SpoolDir  string       // where encrypted spool files go; "" = os.TempDir()
+	Readahead int64        // max readahead window per handle; 0 = DefaultReadahead, < 0 = off
+	Logger    *slog.Logger // nil: slog.Default()
+}
+
+// Engine maps file contents to objects for one mount. Safe for concurrent use.
+type Engine struct {
+	store     backend.Store
+	keys      *cipher.Keys
+	cache     *cache.Cache
+	log       *slog.Logger
+	maxDirty  int64
+	readahead int64
+
+	// Object layout: header bytes, then blocks of bs plaintext bytes, each
+	// overhead bytes longer once sealed. Plaintext mode: 0, bs, 0.
+	hdr, bs, overhead int64
+
+	spool    *spool
+	memDirty atomic.Int64 // bytes of dirty blocks held in memory, all files
+
+	ctx    context.Context // background work (streaming uploads); cancelled by Close
+	cancel context.CancelFunc
+
+	corruptLogged sync.Map // "key\x00etag\x00block" -> struct{}: log each corruption once
+}
+
+// New returns an engine over opts.Store.
+func New(opts Options) (*Engine, error) {
+	if opts.Store == nil {
+		return nil, errors.New("content: no store")
+	}
+	e := &Engine{
+		store:     opts.Store,
+		keys:      opts.Keys,
+		cache:     opts.Cache,
+		log:       opts.Logger,
+		maxDirty:  opts.MaxDirty,
+		readahead: opts.Readahead,
+		bs:        plainBlockSize,
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.maxDirty <= 0 {
+		e.maxDirty = DefaultMaxDirty
+	}
+	if e.readahead == 0 {
+		e.readahead = DefaultReadahead
+	}
+	if e.keys != nil {
+		l := e.keys.Layout()
+		e.hdr, e.bs, e.overhead = int64(l.HeaderSize), int64(l.BlockSize), cipher.BlockOverhead
+	}
+	e.spool = newSpool(opts.SpoolDir, int(e.bs))
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e, nil
+}
+
+// Close stops background uploads (an unsynced streaming upload is aborted:
+// the filesystem syncs every file before unmounting) and releases the spool.
+func (e *Engine) Close() error {
+	e.cancel()
+	return e.spool.close()
+}
+
+// PlainSize returns the plaintext size of a file stored in an object of
+// objectSize bytes, for listings. An impossible size wraps cipher.ErrCorrupt.
+func (e *Engine) PlainSize(objectSize int64) (int64, error) {
+	if e.keys == nil {
+		if objectSize < 0 {
+			return 0, fmt.Errorf("content: negative object size %d: %w", objectSize, cipher.ErrCorrupt)
+		}
+		return objectSize, nil
+	}
+	n, err := e.keys.Layout().CipherSizeToPlainSize(objectSize)
+	if err != nil {
+		return 0, fmt.Errorf("content: %w", err)
+	}
+	return n, nil
+}
+
+// ObjectSize returns the size of the object that stores plainSize bytes.
+func (e *Engine) ObjectSize(plainSize int64) int64 {
+	return e.hdr + plainSize + int64(e.blockCount(plainSize))*e.overhead
+}
+
+// blockCount is the number of blocks of a file of size bytes: at least one,
+// since an empty encrypted file still has one empty final block.
+func (e *Engine) blockCount(size int64) uint64 {
+	if size <= 0 {
+		return 1
+	}
+	return uint64((size + e.bs - 1) / e.bs)
+}
+
+// blockLen is the plaintext length of block i in a file of size bytes.
+func (e *Engine) blockLen(i uint64, size int64) int {
+	return int(max(0, min(e.bs, size-int64(i)*e.bs)))
+}
+
+// blockOff is where sealed block i starts in the object.
+func (e *Engine) blockOff(i uint64) int64 {
+	return e.hdr + int64(i)*(e.bs+e.overhead)
+}
+
+// codec is the one place where encrypted and plaintext objects differ: how a
+// file is identified in the cache, what precedes block 0, and how a block is
+// sealed and opened. Everything else (offsets, dirty blocks, uploads) is
+// shared code.
+type codec interface {
+	cacheID() string
+	header() []byte
+	seal(dst, plain []byte, i uint64, final bool) []byte
+	open(dst, sealed []byte, i uint64, final bool) ([]byte, error)
+}
+
+type cryptCodec struct {
+	fk *cipher.FileKey
+	id string
+}
+
+func (c *cryptCodec) cacheID() string { return c.id }
+func (c *cryptCodec) header() []byte  { return c.fk.Header() }
+func (c *cryptCodec) seal(dst, plain []byte, i uint64, final bool) []byte {
+	return c.fk.Seal(dst, plain, i, final)
+}
+func (c *cryptCodec) open(dst, sealed []byte, i uint64, final bool) ([]byte, error) {
+	return c.fk.Open(dst, sealed, i, final)
+}
+
+// plainCodec: the object bytes are the plaintext. Files are identified by
+// their object key at open; the ETag in the cache key keeps versions apart.
+type plainCodec struct{ id string }
+
+func (c plainCodec) cacheID() string { return c.id }
+func (c plainCodec) header() []byte  { return nil }
+func (c plainCodec) seal(dst, plain []byte, _ uint64, _ bool) []byte {
+	return append(dst, plain...)
+}
+func (c plainCodec) open(dst, sealed []byte, _ uint64, _ bool) ([]byte, error) {
+	return append(dst, sealed...), nil
+}
+
+func (e *Engine) newCodec(key string) (codec, error) {
+	if e.keys == nil {
+		return plainCodec{id: "p:" + key}, nil
+	}
+	fk, err := e.keys.NewFile()
+	if err != nil {
+		return nil, fmt.Errorf("content: new file key: %w", err)
+	}
+	return newCryptCodec(fk), nil
+}
+
+func newCryptCodec(fk *cipher.FileKey) *cryptCodec {
+	id := fk.ID()
+	return &cryptCodec{fk: fk, id: "c:" + hex.EncodeToString(id[:])}
+}
+
+// logCorrupt logs a corruption once per object version and block.
+func (e *Engine) logCorrupt(key, etag string, block int64, err error) {
+	if _, dup := e.corruptLogged.LoadOrStore(fmt.Sprintf("%s\x00%s\x00%d", key, etag, block), struct{}{}); dup {
+		return
+	}
+	if block < 0 {
+		e.log.Error("corrupt header", "key", key, "etag", etag, "err", err)
+		return
+	}
+	e.log.Error("corrupt block", "key", key, "block", block, "etag", etag, "err", err)
+}

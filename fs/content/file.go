@@ -1,0 +1,518 @@
+package content
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+)
+
+// File is the content state of one inode, shared by all its handles; safe
+// for concurrent use.
+//
+// States (all guarded by mu; mutators are serialised by wmu):
+//
+//   - clean: no dirty blocks, size == base size; reads come from the cache
+//     or ranged GETs of the base object (If-Match its ETag).
+//   - dirty (rewrite mode): some blocks in dirty (in memory or spilled to
+//     the spool), possibly a new size. Block i reads from dirty[i], else
+//     from the base object if it lies below baseValid, else as zeros (a hole
+//     or a grown tail). Sync uploads a whole new object: dirty blocks sealed
+//     fresh, untouched full non-final blocks copied verbatim from the base.
+//   - streaming: the file was empty (new, or truncated to 0) and has only
+//     been appended to. A Put of the new object runs in the background
+//     reading from a pipe; every completed block is sealed into the pipe and
+//     at the same time moved to the spool, so memory stays bounded and a
+//     failed upload can be redone from the spool by a later Sync (rewrite
+//     mode). Blocks [0, st.next) are in the pipe, the tail is in memory.
+//     Any other mutation (write elsewhere, truncate) aborts the upload
+//     (nothing is stored) and continues in rewrite mode with all data still
+//     in dirty; Sync seals the tail as final and waits for the Put.
+//
+// Invariants: a dirty block never holds bytes at or past size; a block that
+// straddles baseValid with baseValid < base size is dirty (so base bytes
+// past baseValid, cut by a truncate, are never read).
+type File struct {
+	e *Engine
+
+	// wmu serialises WriteAt, Truncate and Sync; it may be held across I/O
+	// (a sync's upload, backpressure of a streaming upload), so readers
+	// never take it.
+	wmu sync.Mutex
+	// hmu serialises loads of the base object's header.
+	hmu sync.Mutex
+
+	mu        sync.Mutex // guards everything below; not held across network I/O
+	key       string
+	meta      map[string]string // the stored object's metadata; nil = unknown
+	base      version           // the stored object this state builds on
+	baseValid int64             // base bytes below this are still file content
+	wcodec    codec             // codec of the next version (nil until needed)
+	size      int64
+	dirty     map[uint64]*dblock
+	modified  bool // content differs from base (or never stored)
+	// seqFromZero: the file holds nothing but bytes appended from offset 0
+	// since it was empty, so it may stream (see states above).
+	seqFromZero bool
+	st          *stream
+	inflight    map[fetchKey]*fetch
+}
+
+// version is one stored object as the reader path needs it.
+type version struct {
+	exists bool
+	info   backend.ObjectInfo
+	size   int64 // plaintext size
+	codec  codec // nil until the header was read (encrypted objects)
+}
+
+// dblock is a dirty block: in memory (data != nil, cap = block size) or in
+// the spool (data == nil). len(data) may be less than the block's length
+// under the current size: the rest reads as zeros.
+type dblock struct {
+	data    []byte
+	ref     spoolRef
+	spilled bool
+}
+
+type fetchKey struct {
+	etag  string
+	block uint64
+}
+
+// fetch is one ranged GET in flight; readers of its blocks wait for it
+// instead of issuing their own.
+type fetch struct {
+	done   chan struct{}
+	blocks map[uint64][]byte // set before done is closed
+	err    error
+}
+
+// Open returns the File of an existing object. info must carry Key, Size and
+// ETag (as from Stat, List, Put or Copy). An encrypted object's header is
+// read at once, together with its first block.
+func (e *Engine) Open(ctx context.Context, info backend.ObjectInfo) (*File, error) {
+	if info.Key == "" || info.ETag == "" {
+		return nil, fmt.Errorf("content: open %q: object info without key or ETag", info.Key)
+	}
+	size, err := e.PlainSize(info.Size)
+	if err != nil {
+		e.logCorrupt(info.Key, info.ETag, -1, err)
+		return nil, fmt.Errorf("content: open %q: %w", info.Key, err)
+	}
+	f := e.newFile(info.Key, info.Metadata)
+	f.base = version{exists: true, info: info, size: size}
+	f.baseValid, f.size = size, size
+	f.seqFromZero = size == 0
+	if e.keys == nil {
+		f.base.codec = plainCodec{id: "p:" + info.Key}
+		return f, nil
+	}
+	if err := f.loadHeader(ctx, f.base, true); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Create returns the File of a new, empty file, stored on its first Sync.
+func (e *Engine) Create(key string, meta map[string]string) *File {
+	f := e.newFile(key, maps.Clone(meta))
+	f.modified = true
+	f.seqFromZero = true
+	return f
+}
+
+func (e *Engine) newFile(key string, meta map[string]string) *File {
+	return &File{
+		e:        e,
+		key:      key,
+		meta:     meta,
+		dirty:    make(map[uint64]*dblock),
+		inflight: make(map[fetchKey]*fetch),
+	}
+}
+
+// Key returns the object key the file is stored under.
+func (f *File) Key() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.key
+}
+
+// SetKey records that the filesystem renamed the object (it syncs dirty
+// files first). If the rename changed the ETag, follow with Refresh.
+func (f *File) SetKey(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.key = key
+	f.base.info.Key = key
+}
+
+// Size returns the plaintext size, including unsynced writes.
+func (f *File) Size() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.size
+}
+
+// Dirty reports whether the file has changes not yet stored.
+func (f *File) Dirty() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.modified
+}
+
+// Info returns the last known stored object; Key is the current key, and
+// ETag is empty if the file was never stored.
+func (f *File) Info() backend.ObjectInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	info := f.base.info
+	info.Key = f.key
+	info.Metadata = maps.Clone(f.meta)
+	return info
+}
+
+// Refresh adopts a newer stored version seen by the filesystem (a Stat or
+// List with another ETag, or the result of a rename's Copy; a non-empty
+// info.Key is adopted too). Ignored while the file has unsynced changes or
+// a mutation is running: the local state is the newer one then.
+func (f *File) Refresh(info backend.ObjectInfo) {
+	if !f.wmu.TryLock() {
+		return
+	}
+	defer f.wmu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if info.Key != "" {
+		f.key = info.Key
+	}
+	if f.modified || info.ETag == "" {
+		return
+	}
+	if info.ETag == f.base.info.ETag {
+		f.base.info.Key = f.key
+		if info.Metadata != nil {
+			f.meta = maps.Clone(info.Metadata)
+		}
+		return
+	}
+	size, err := f.e.PlainSize(info.Size)
+	if err != nil {
+		f.e.logCorrupt(info.Key, info.ETag, -1, err)
+		size = 0
+	}
+	info.Key = f.key
+	f.base = version{exists: true, info: info, size: size}
+	if f.e.keys == nil {
+		f.base.codec = plainCodec{id: "p:" + f.key}
+	}
+	f.baseValid, f.size = size, size
+	f.wcodec = nil
+	f.meta = maps.Clone(info.Metadata)
+	f.seqFromZero = size == 0
+}
+
+// loadHeader reads v's header and installs its codec as the base codec if v
+// is still the base. withBlock0 also fetches (and caches) the first block in
+// the same GET, which covers whole small files.
+func (f *File) loadHeader(ctx context.Context, v version, withBlock0 bool) error {
+	e := f.e
+	n := e.hdr
+	if withBlock0 {
+		n = e.blockOff(1)
+	}
+	rc, err := e.store.Get(ctx, v.info.Key, 0, n, backend.GetOptions{IfMatch: v.info.ETag})
+	if err != nil {
+		return fmt.Errorf("content: read header of %q: %w", v.info.Key, err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("content: read header of %q: %w", v.info.Key, err)
+	}
+	if int64(len(data)) < e.hdr {
+		err := fmt.Errorf("content: header of %q: object too short: %w", v.info.Key, cipher.ErrCorrupt)
+		e.logCorrupt(v.info.Key, v.info.ETag, -1, err)
+		return err
+	}
+	fk, err := e.keys.OpenHeader(data[:e.hdr])
+	if err != nil {
+		if errors.Is(err, cipher.ErrCorrupt) {
+			e.logCorrupt(v.info.Key, v.info.ETag, -1, err)
+		}
+		return fmt.Errorf("content: header of %q: %w", v.info.Key, err)
+	}
+	c := newCryptCodec(fk)
+	if withBlock0 && int64(len(data)) == min(n, v.info.Size) {
+		// Best effort: a bad block 0 is reported by the read that needs it.
+		final := e.blockCount(v.size) == 1
+		if plain, err := c.open(nil, data[e.hdr:], 0, final); err == nil {
+			e.cache.Set(cache.Key{File: c.cacheID(), Version: v.info.ETag, Block: 0}, plain)
+		}
+	}
+	f.mu.Lock()
+	if f.base.info.ETag == v.info.ETag && f.base.codec == nil {
+		f.base.codec = c
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// baseSnapshot returns the base version with its codec loaded.
+func (f *File) baseSnapshot(ctx context.Context) (version, error) {
+	f.mu.Lock()
+	v := f.base
+	f.mu.Unlock()
+	if !v.exists || v.codec != nil {
+		return v, nil
+	}
+	f.hmu.Lock()
+	defer f.hmu.Unlock()
+	f.mu.Lock()
+	v = f.base
+	f.mu.Unlock()
+	if v.codec != nil {
+		return v, nil
+	}
+	if err := f.loadHeader(ctx, v, false); err != nil {
+		return v, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.base.info.ETag != v.info.ETag {
+		return v, fmt.Errorf("content: %q changed while reading its header: %w", v.info.Key, backend.ErrPreconditionFailed)
+	}
+	return f.base, nil
+}
+
+// ReadAt reads plaintext at off (short count at EOF, nil error).
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("content: read %q at negative offset %d", f.Key(), off)
+	}
+	for attempt := 0; ; attempt++ {
+		n, etag, err := f.readOnce(ctx, p, off)
+		// Our own Sync may have replaced the object under a concurrent
+		// read: retry on the new version. A replacement by anyone else is
+		// reported.
+		if err != nil && errors.Is(err, backend.ErrPreconditionFailed) && attempt < 3 {
+			f.mu.Lock()
+			changed := f.base.info.ETag != etag
+			f.mu.Unlock()
+			if changed {
+				continue
+			}
+		}
+		return n, err
+	}
+}
+
+func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, error) {
+	v, err := f.baseSnapshot(ctx)
+	if err != nil {
+		return 0, v.info.ETag, err
+	}
+	e := f.e
+	f.mu.Lock()
+	if f.base.info.ETag != v.info.ETag {
+		// Replaced (by a Sync) since the snapshot: let the caller retry.
+		f.mu.Unlock()
+		return 0, v.info.ETag, fmt.Errorf("content: read %q: %w", v.info.Key, backend.ErrPreconditionFailed)
+	}
+	v = f.base
+	if off >= f.size || len(p) == 0 {
+		f.mu.Unlock()
+		return 0, v.info.ETag, nil
+	}
+	end := min(off+int64(len(p)), f.size)
+	p = p[:end-off]
+	valid := f.baseValid
+	var need []uint64
+	for i := uint64(off / e.bs); int64(i)*e.bs < end; i++ {
+		bo := int64(i) * e.bs
+		seg := p[max(bo, off)-off : min(bo+e.bs, end)-off]
+		inOff := max(off-bo, 0)
+		if d := f.dirty[i]; d != nil {
+			data, err := f.dirtyData(i, d)
+			if err != nil {
+				f.mu.Unlock()
+				return 0, v.info.ETag, err
+			}
+			copyBlock(seg, data, inOff)
+		} else if bo < valid {
+			need = append(need, i)
+		} else {
+			clear(seg)
+		}
+	}
+	f.mu.Unlock()
+	if len(need) > 0 {
+		blocks, err := f.fetchBlocks(ctx, v, need, true)
+		if err != nil {
+			return 0, v.info.ETag, err
+		}
+		for _, i := range need {
+			bo := int64(i) * e.bs
+			seg := p[max(bo, off)-off : min(bo+e.bs, end)-off]
+			data := blocks[i]
+			data = data[:min(int64(len(data)), max(valid-bo, 0))]
+			copyBlock(seg, data, max(off-bo, 0))
+		}
+	}
+	return len(p), v.info.ETag, nil
+}
+
+// copyBlock fills seg with block bytes from inOff on, zeros past the data.
+func copyBlock(seg, data []byte, inOff int64) {
+	n := 0
+	if inOff < int64(len(data)) {
+		n = copy(seg, data[inOff:])
+	}
+	clear(seg[n:])
+}
+
+// dirtyData returns a dirty block's bytes (f.mu held; the result may alias
+// the block: copy before releasing mu).
+func (f *File) dirtyData(i uint64, d *dblock) ([]byte, error) {
+	if !d.spilled {
+		return d.data, nil
+	}
+	return f.e.spool.get(d.ref, i)
+}
+
+// fetchBlocks returns the plaintext of base blocks idxs of version v: from
+// the cache, from a GET already in flight, or from one new ranged GET per
+// run of consecutive missing blocks. With wait false (readahead) blocks in
+// flight elsewhere are skipped and the result may be incomplete. The
+// returned slices are shared with the cache: read only.
+func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait bool) (map[uint64][]byte, error) {
+	e := f.e
+	res := make(map[uint64][]byte, len(idxs))
+	for attempt := 0; ; attempt++ {
+		var missing []uint64
+		for _, i := range idxs {
+			if _, ok := res[i]; ok {
+				continue
+			}
+			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}); ok {
+				res[i] = b
+				continue
+			}
+			missing = append(missing, i)
+		}
+		if len(missing) == 0 {
+			return res, nil
+		}
+		waits := make(map[uint64]*fetch)
+		var mine []*fetch
+		var runs [][2]uint64
+		f.mu.Lock()
+		for _, i := range missing {
+			if fl := f.inflight[fetchKey{v.info.ETag, i}]; fl != nil {
+				waits[i] = fl
+				continue
+			}
+			if n := len(runs); n > 0 && runs[n-1][1]+1 == i {
+				runs[n-1][1] = i
+			} else {
+				runs = append(runs, [2]uint64{i, i})
+				mine = append(mine, &fetch{done: make(chan struct{}), blocks: make(map[uint64][]byte)})
+			}
+			f.inflight[fetchKey{v.info.ETag, i}] = mine[len(mine)-1]
+		}
+		f.mu.Unlock()
+		var firstErr error
+		for k, r := range runs {
+			f.doFetch(ctx, v, r[0], r[1], mine[k])
+			if mine[k].err != nil && firstErr == nil {
+				firstErr = mine[k].err
+			}
+			maps.Copy(res, mine[k].blocks)
+		}
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		if !wait {
+			return res, nil
+		}
+		retry := false
+		for i, fl := range waits {
+			select {
+			case <-fl.done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("content: read %q: %w", v.info.Key, ctx.Err())
+			}
+			if fl.err != nil {
+				// Another reader's cancelled fetch is not our failure.
+				if ctx.Err() == nil && attempt < 3 &&
+					(errors.Is(fl.err, context.Canceled) || errors.Is(fl.err, context.DeadlineExceeded)) {
+					retry = true
+					continue
+				}
+				return nil, fl.err
+			}
+			if b, ok := fl.blocks[i]; ok {
+				res[i] = b
+			} else {
+				retry = true
+			}
+		}
+		if !retry {
+			return res, nil
+		}
+	}
+}
+
+// doFetch GETs blocks [first, last] of v, opens them, caches them and
+// completes fl.
+func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *fetch) {
+	e := f.e
+	fl.err = f.getBlocks(ctx, v, first, last, fl.blocks)
+	// Make the blocks visible in the cache before the in-flight entry
+	// goes, so a reader arriving now does not GET them again.
+	e.cache.Wait()
+	f.mu.Lock()
+	for i := first; i <= last; i++ {
+		if f.inflight[fetchKey{v.info.ETag, i}] == fl {
+			delete(f.inflight, fetchKey{v.info.ETag, i})
+		}
+	}
+	f.mu.Unlock()
+	close(fl.done)
+}
+
+func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out map[uint64][]byte) error {
+	e := f.e
+	off := e.blockOff(first)
+	end := min(e.blockOff(last+1), v.info.Size)
+	rc, err := e.store.Get(ctx, v.info.Key, off, end-off, backend.GetOptions{IfMatch: v.info.ETag})
+	if err != nil {
+		return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
+	}
+	buf := make([]byte, end-off)
+	_, err = io.ReadFull(rc, buf)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
+	}
+	count := e.blockCount(v.size)
+	sealed := e.bs + e.overhead
+	for i := first; i <= last; i++ {
+		s := buf[int64(i-first)*sealed : min(int64(i-first+1)*sealed, int64(len(buf)))]
+		plain, err := v.codec.open(make([]byte, 0, len(s)), s, i, i == count-1)
+		if err != nil {
+			e.logCorrupt(v.info.Key, v.info.ETag, int64(i), err)
+			return fmt.Errorf("content: read %q block %d: %w", v.info.Key, i, err)
+		}
+		e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}, plain)
+		out[i] = plain
+	}
+	return nil
+}

@@ -1,0 +1,668 @@
+package content
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cache"
+)
+
+// WriteAt writes p at off. The data is held (memory, then the encrypted
+// spool) until Sync; a file written sequentially from empty streams to the
+// store meanwhile. On error the count says how much was accepted; nothing
+// accepted is lost.
+func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("content: write %q at negative offset %d", f.Key(), off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	e := f.e
+
+	f.mu.Lock()
+	appending := off == f.size
+	if !appending {
+		f.seqFromZero = false
+	}
+	streaming := f.st != nil
+	f.mu.Unlock()
+	if streaming && !appending {
+		f.abortStream("write out of sequence")
+	}
+
+	written := 0
+	for written < len(p) {
+		pos := off + int64(written)
+		i := uint64(pos / e.bs)
+		bo := int64(i) * e.bs
+		n := int(min(int64(len(p)-written), bo+e.bs-pos))
+		if err := f.beforeBlockWrite(ctx, i, appending); err != nil {
+			return written, err
+		}
+		if err := f.writeBlock(ctx, i, pos-bo, p[written:written+n]); err != nil {
+			return written, err
+		}
+		written += n
+	}
+	return written, nil
+}
+
+// beforeBlockWrite runs before block i is written: it streams completed
+// blocks and spills memory over the budget, so that a failure (a full spool
+// disk) refuses the new write before any of it is applied.
+func (f *File) beforeBlockWrite(ctx context.Context, i uint64, appending bool) error {
+	f.mu.Lock()
+	start := appending && f.st == nil && f.seqFromZero && i >= 1
+	f.mu.Unlock()
+	if start {
+		if err := f.startStream(ctx); err != nil {
+			f.e.log.Warn("streaming upload not started; the file is uploaded at sync", "key", f.Key(), "err", err)
+			f.mu.Lock()
+			f.seqFromZero = false
+			f.mu.Unlock()
+		}
+	}
+	for {
+		f.mu.Lock()
+		st := f.st
+		if st == nil || st.next >= i {
+			f.mu.Unlock()
+			break
+		}
+		f.mu.Unlock()
+		if err := f.pushBlock(st, st.next, false); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.spillLocked(i)
+}
+
+// spillLocked moves this file's in-memory dirty blocks (except block keep)
+// to the spool while the engine is over its memory budget. f.mu held.
+func (f *File) spillLocked(keep uint64) error {
+	e := f.e
+	for i, d := range f.dirty {
+		if e.memDirty.Load() <= e.maxDirty {
+			return nil
+		}
+		if i == keep || d.spilled {
+			continue
+		}
+		if err := f.spillBlockLocked(i, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *File) spillBlockLocked(i uint64, d *dblock) error {
+	ref, err := f.e.spool.put(i, d.data)
+	if err != nil {
+		return fmt.Errorf("content: write %q: %w", f.key, err)
+	}
+	d.data, d.ref, d.spilled = nil, ref, true
+	f.e.memDirty.Add(-f.e.bs)
+	return nil
+}
+
+// dropLocked forgets dirty block i. f.mu held.
+func (f *File) dropLocked(i uint64) {
+	d := f.dirty[i]
+	if d == nil {
+		return
+	}
+	if d.spilled {
+		f.e.spool.release(d.ref)
+	} else {
+		f.e.memDirty.Add(-f.e.bs)
+	}
+	delete(f.dirty, i)
+}
+
+// loadDirtyLocked returns dirty block i in memory, creating it from the base
+// (or as empty) and bringing it back from the spool as needed. baseBytes
+// says how many base bytes must be present (0: none needed, the caller
+// overwrites them). f.mu held; it is released around a base fetch, which is
+// safe because wmu keeps other mutators out.
+func (f *File) loadDirtyLocked(ctx context.Context, i uint64, baseNeeded bool) (*dblock, error) {
+	e := f.e
+	if d := f.dirty[i]; d != nil {
+		if d.spilled {
+			data, err := e.spool.get(d.ref, i)
+			if err != nil {
+				return nil, err
+			}
+			buf := make([]byte, len(data), e.bs)
+			copy(buf, data)
+			e.spool.release(d.ref)
+			d.data, d.spilled = buf, false
+			e.memDirty.Add(e.bs)
+		}
+		return d, nil
+	}
+	buf := make([]byte, 0, e.bs)
+	bo := int64(i) * e.bs
+	if baseNeeded && bo < f.baseValid {
+		f.mu.Unlock()
+		v, err := f.baseSnapshot(ctx)
+		var blocks map[uint64][]byte
+		if err == nil {
+			blocks, err = f.fetchBlocks(ctx, v, []uint64{i}, true)
+		}
+		f.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		data := blocks[i]
+		buf = append(buf, data[:min(int64(len(data)), f.baseValid-bo)]...)
+	}
+	d := &dblock{data: buf}
+	f.dirty[i] = d
+	e.memDirty.Add(e.bs)
+	return d, nil
+}
+
+// writeBlock applies data at inOff of block i.
+func (f *File) writeBlock(ctx context.Context, i uint64, inOff int64, data []byte) error {
+	e := f.e
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	bo := int64(i) * e.bs
+	end := inOff + int64(len(data))
+	// Base bytes of this block the write does not cover must be read first.
+	baseInBlock := min(e.bs, f.baseValid-bo)
+	needBase := baseInBlock > 0 && (inOff > 0 || end < baseInBlock)
+	d, err := f.loadDirtyLocked(ctx, i, needBase)
+	if err != nil {
+		return fmt.Errorf("content: write %q: %w", f.key, err)
+	}
+	if int64(len(d.data)) < end {
+		old := len(d.data)
+		d.data = d.data[:end]
+		clear(d.data[old:])
+	}
+	copy(d.data[inOff:], data)
+	f.size = max(f.size, bo+end)
+	f.modified = true
+	return nil
+}
+
+// Truncate sets the plaintext size. Shrinking cuts the new last block and
+// forgets everything past it; growing leaves a hole that reads as zeros.
+func (f *File) Truncate(ctx context.Context, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("content: truncate %q to negative size %d", f.Key(), size)
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	e := f.e
+	f.mu.Lock()
+	if size == f.size {
+		f.mu.Unlock()
+		return nil
+	}
+	streaming := f.st != nil
+	f.mu.Unlock()
+	if streaming {
+		f.abortStream("truncate")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size < f.size {
+		if cut := size % e.bs; cut != 0 {
+			i := uint64(size / e.bs)
+			bo := int64(i) * e.bs
+			if f.dirty[i] != nil || (bo < f.baseValid && f.baseValid > size) {
+				d, err := f.loadDirtyLocked(ctx, i, true)
+				if err != nil {
+					return fmt.Errorf("content: truncate %q: %w", f.key, err)
+				}
+				d.data = d.data[:min(int64(len(d.data)), cut)]
+			}
+		}
+		for i := range f.dirty {
+			if int64(i)*e.bs >= size {
+				f.dropLocked(i)
+			}
+		}
+		f.baseValid = min(f.baseValid, size)
+	}
+	f.size = size
+	f.modified = true
+	f.seqFromZero = size == 0
+	return nil
+}
+
+// stream is a streaming upload in progress (see File).
+type stream struct {
+	pw     *io.PipeWriter
+	cancel context.CancelFunc
+	done   chan struct{}
+	next   uint64 // blocks below next are in the pipe
+	key    string
+	meta   map[string]string
+	codec  codec
+
+	info backend.ObjectInfo // result of Put, set before done is closed
+	err  error
+}
+
+var errStreamAborted = errors.New("streaming upload aborted")
+
+// startStream starts the background Put and sends the header. wmu held.
+func (f *File) startStream(ctx context.Context) error {
+	c, err := f.writeCodec(ctx)
+	if err != nil {
+		return err
+	}
+	e := f.e
+	pr, pw := io.Pipe()
+	sctx, cancel := context.WithCancel(e.ctx)
+	f.mu.Lock()
+	st := &stream{pw: pw, cancel: cancel, done: make(chan struct{}), key: f.key, meta: maps.Clone(f.meta), codec: c}
+	f.st = st
+	f.mu.Unlock()
+	go func() {
+		defer cancel()
+		info, err := e.store.Put(sctx, st.key, pr, -1, st.meta)
+		// Unblock a writer still in pw.Write after the store gave up.
+		pr.CloseWithError(errors.Join(err, errStreamAborted))
+		st.info, st.err = info, err
+		close(st.done)
+	}()
+	if h := c.header(); len(h) > 0 {
+		if _, err := pw.Write(h); err != nil {
+			f.failStream(st, err)
+		}
+	}
+	return nil
+}
+
+// pushBlock seals block i of the stream into the pipe and moves its
+// plaintext to the spool (where it stays, encrypted, until the upload is
+// complete, so a failed upload can be redone). A full spool refuses the
+// block (error); a failed upload just ends streaming (the data is all in
+// dirty, and Sync uploads it). wmu held.
+func (f *File) pushBlock(st *stream, i uint64, final bool) error {
+	e := f.e
+	f.mu.Lock()
+	d := f.dirty[i]
+	var plain []byte
+	if d != nil {
+		var err error
+		if plain, err = f.dirtyData(i, d); err != nil {
+			f.mu.Unlock()
+			return err
+		}
+	}
+	n := e.blockLen(i, f.size)
+	buf := make([]byte, n)
+	copy(buf, plain)
+	sealed := st.codec.seal(nil, buf, i, final)
+	if d != nil && !d.spilled && !final {
+		if err := f.spillBlockLocked(i, d); err != nil {
+			f.mu.Unlock()
+			return err
+		}
+	}
+	st.next = i + 1
+	f.mu.Unlock()
+	if _, err := st.pw.Write(sealed); err != nil {
+		f.failStream(st, err)
+	}
+	return nil
+}
+
+// failStream ends a stream whose upload failed; the data stays in dirty.
+func (f *File) failStream(st *stream, err error) {
+	st.cancel()
+	<-st.done
+	f.mu.Lock()
+	if f.st == st {
+		f.st = nil
+		f.seqFromZero = false
+	}
+	f.mu.Unlock()
+	if st.err != nil {
+		err = st.err
+	}
+	f.e.log.Warn("streaming upload failed; the file will be uploaded whole at sync", "key", st.key, "err", err)
+}
+
+// abortStream cancels a streaming upload (nothing is stored); the data
+// stays in dirty and the file continues in rewrite mode. wmu held.
+func (f *File) abortStream(why string) {
+	f.mu.Lock()
+	st := f.st
+	f.st = nil
+	f.seqFromZero = false
+	f.mu.Unlock()
+	if st == nil {
+		return
+	}
+	st.pw.CloseWithError(errStreamAborted)
+	st.cancel()
+	<-st.done
+	f.e.log.Debug("streaming upload aborted", "key", st.key, "why", why)
+}
+
+// writeCodec returns the codec of the next version: the base's (same file
+// id and data key, so untouched sealed blocks can be copied verbatim) if
+// any base data is still needed, else a fresh one. wmu held.
+func (f *File) writeCodec(ctx context.Context) (codec, error) {
+	f.mu.Lock()
+	c, needBase := f.wcodec, f.base.exists && f.baseValid > 0
+	key, baseCodec := f.key, f.base.codec
+	f.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	if needBase {
+		v, err := f.baseSnapshot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c = v.codec
+	} else if baseCodec != nil {
+		c = baseCodec
+	} else {
+		var err error
+		if c, err = f.e.newCodec(key); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	f.wcodec = c
+	f.mu.Unlock()
+	return c, nil
+}
+
+// Sync makes everything written so far durable in the store with the given
+// user metadata (nil: keep the stored metadata) and returns the stored
+// object's info. A clean file is not uploaded; if only the metadata differs
+// it is replaced by a server-side copy. On failure the dirty data is kept,
+// so a later Sync can succeed; the error wraps the store's error.
+func (f *File) Sync(ctx context.Context, meta map[string]string) (backend.ObjectInfo, error) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.mu.Lock()
+	st, modified, key := f.st, f.modified, f.key
+	f.mu.Unlock()
+	switch {
+	case st != nil:
+		info, ok, err := f.finishStream(ctx, st)
+		if ok {
+			return f.syncMeta(ctx, info, meta)
+		}
+		if err != nil && ctx.Err() != nil {
+			return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, err)
+		}
+		// The streamed upload failed; its data is all in dirty: fall
+		// through to a whole upload, which reports its own error.
+		f.e.log.Warn("streaming upload failed; uploading again", "key", key, "err", err)
+	case !modified:
+		return f.syncMeta(ctx, f.Info(), meta)
+	}
+	info, err := f.rewrite(ctx, meta)
+	if err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, err)
+	}
+	return info, nil
+}
+
+// syncMeta makes the stored object (clean, described by info) carry meta.
+func (f *File) syncMeta(ctx context.Context, info backend.ObjectInfo, meta map[string]string) (backend.ObjectInfo, error) {
+	if meta == nil {
+		return info, nil
+	}
+	stored := info.Metadata
+	if stored == nil {
+		st, err := f.e.store.Stat(ctx, info.Key)
+		if err != nil {
+			return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", info.Key, err)
+		}
+		if st.ETag != info.ETag {
+			return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: replaced by someone else: %w",
+				info.Key, backend.ErrPreconditionFailed)
+		}
+		stored = st.Metadata
+	}
+	if maps.Equal(stored, meta) {
+		f.mu.Lock()
+		f.meta = maps.Clone(stored)
+		f.mu.Unlock()
+		info.Metadata = maps.Clone(stored)
+		return info, nil
+	}
+	ninfo, err := f.e.store.Copy(ctx, info.Key, info.Key, backend.CopyOptions{
+		ReplaceMetadata: true, Metadata: meta, IfMatch: info.ETag,
+	})
+	if err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("content: sync %q metadata: %w", info.Key, err)
+	}
+	f.mu.Lock()
+	if f.base.info.ETag == info.ETag {
+		// Same bytes, new ETag: cached blocks of the old one stay valid
+		// but are keyed by ETag; they are simply refetched if needed.
+		f.base.info = ninfo
+		f.meta = maps.Clone(ninfo.Metadata)
+		if f.meta == nil {
+			f.meta = maps.Clone(meta)
+		}
+	}
+	f.mu.Unlock()
+	return ninfo, nil
+}
+
+// finishStream seals the tail as the final block, completes the upload and
+// commits. ok false: the upload failed (err says why) and the file is now
+// in rewrite mode with all data in dirty. wmu held.
+func (f *File) finishStream(ctx context.Context, st *stream) (backend.ObjectInfo, bool, error) {
+	stop := context.AfterFunc(ctx, st.cancel)
+	defer stop()
+	f.mu.Lock()
+	count := f.e.blockCount(f.size)
+	f.mu.Unlock()
+	for i := st.next; i < count; i++ {
+		if err := f.pushBlock(st, i, i == count-1); err != nil {
+			f.abortStream("spool: " + err.Error())
+			return backend.ObjectInfo{}, false, err
+		}
+		f.mu.Lock()
+		alive := f.st == st
+		f.mu.Unlock()
+		if !alive {
+			return backend.ObjectInfo{}, false, st.err
+		}
+	}
+	st.pw.Close()
+	<-st.done
+	f.mu.Lock()
+	f.st = nil
+	f.seqFromZero = false
+	f.mu.Unlock()
+	if st.err != nil {
+		return backend.ObjectInfo{}, false, st.err
+	}
+	info := st.info
+	if info.Metadata == nil {
+		info.Metadata = st.meta
+	}
+	f.commit(info, st.codec, nil)
+	return info, true, nil
+}
+
+// rewrite uploads the whole file as a new object. wmu held.
+func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.ObjectInfo, error) {
+	e := f.e
+	c, err := f.writeCodec(ctx)
+	if err != nil {
+		return backend.ObjectInfo{}, err
+	}
+	f.mu.Lock()
+	key, size, v, valid := f.key, f.size, f.base, f.baseValid
+	if meta == nil {
+		meta = maps.Clone(f.meta)
+	}
+	f.mu.Unlock()
+	if valid > 0 && v.codec != c {
+		panic("BUG: content: rewrite with a codec other than the base's")
+	}
+
+	count := e.blockCount(size)
+	baseCount := e.blockCount(v.size)
+	// verbatim: block i can be copied sealed as it is from the base: full
+	// and non-final in both, untouched. (Later: UploadPartCopy for long
+	// runs of these, so they never travel through this machine.)
+	verbatim := func(i uint64) bool {
+		f.mu.Lock()
+		_, dirty := f.dirty[i]
+		f.mu.Unlock()
+		return !dirty && int64(i+1)*e.bs <= valid && i+1 < baseCount && i+1 < count
+	}
+	var copied []uint64
+
+	pr, pw := io.Pipe()
+	produced := make(chan error, 1)
+	go func() {
+		err := func() error {
+			if _, err := pw.Write(c.header()); err != nil {
+				return err
+			}
+			for i := uint64(0); i < count; {
+				if verbatim(i) {
+					j := i + 1
+					for j < count && verbatim(j) && e.blockOff(j+1)-e.blockOff(i) <= maxCopyRange {
+						j++
+					}
+					if err := f.copyRange(ctx, v, i, j, pw); err != nil {
+						return err
+					}
+					for k := i; k < j; k++ {
+						copied = append(copied, k)
+					}
+					i = j
+					continue
+				}
+				plain, err := f.blockForUpload(ctx, v, valid, size, i)
+				if err != nil {
+					return err
+				}
+				if _, err := pw.Write(c.seal(nil, plain, i, i == count-1)); err != nil {
+					return err
+				}
+				i++
+			}
+			return nil
+		}()
+		pw.CloseWithError(err)
+		produced <- err
+	}()
+	info, err := e.store.Put(ctx, key, pr, -1, meta)
+	pr.CloseWithError(errors.New("upload ended"))
+	if perr := <-produced; perr != nil && err != nil {
+		// The producer's error is the cause; the store only saw a broken body.
+		return backend.ObjectInfo{}, perr
+	}
+	if err != nil {
+		return backend.ObjectInfo{}, err
+	}
+	if info.Metadata == nil {
+		info.Metadata = meta
+	}
+	// Write-through: verbatim blocks keep their plaintext under the new ETag.
+	if v.exists && v.codec != nil {
+		for _, i := range copied {
+			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}); ok {
+				e.cache.Set(cache.Key{File: c.cacheID(), Version: info.ETag, Block: i}, b)
+			}
+		}
+	}
+	f.commit(info, c, nil)
+	return info, nil
+}
+
+// copyRange copies sealed blocks [i, j) of base v into w.
+func (f *File) copyRange(ctx context.Context, v version, i, j uint64, w io.Writer) error {
+	e := f.e
+	off, n := e.blockOff(i), e.blockOff(j)-e.blockOff(i)
+	rc, err := e.store.Get(ctx, v.info.Key, off, n, backend.GetOptions{IfMatch: v.info.ETag})
+	if err != nil {
+		return fmt.Errorf("copy blocks %d-%d of %q: %w", i, j-1, v.info.Key, err)
+	}
+	defer rc.Close()
+	got, err := io.Copy(w, rc)
+	if err == nil && got != n {
+		err = fmt.Errorf("short read: %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		return fmt.Errorf("copy blocks %d-%d of %q: %w", i, j-1, v.info.Key, err)
+	}
+	return nil
+}
+
+// blockForUpload returns the plaintext of block i (exact length under size)
+// as a fresh buffer.
+func (f *File) blockForUpload(ctx context.Context, v version, valid, size int64, i uint64) ([]byte, error) {
+	e := f.e
+	buf := make([]byte, e.blockLen(i, size))
+	bo := int64(i) * e.bs
+	f.mu.Lock()
+	if d := f.dirty[i]; d != nil {
+		data, err := f.dirtyData(i, d)
+		if err == nil {
+			copyBlock(buf, data, 0)
+		}
+		f.mu.Unlock()
+		return buf, err
+	}
+	f.mu.Unlock()
+	if bo >= valid {
+		return buf, nil // hole
+	}
+	blocks, err := f.fetchBlocks(ctx, v, []uint64{i}, true)
+	if err != nil {
+		return nil, err
+	}
+	data := blocks[i]
+	copyBlock(buf, data[:min(int64(len(data)), valid-bo)], 0)
+	return buf, nil
+}
+
+// commit makes info (written with codec c) the base: every dirty block is
+// now stored. In-memory dirty blocks go to the cache under the new version
+// (write-through). wmu held.
+func (f *File) commit(info backend.ObjectInfo, c codec, _ []uint64) {
+	e := f.e
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, d := range f.dirty {
+		if !d.spilled {
+			if n := e.blockLen(i, f.size); n > 0 || i == 0 {
+				block := d.data
+				if len(block) < n {
+					block = append(block, make([]byte, n-len(block))...)
+				}
+				e.cache.Set(cache.Key{File: c.cacheID(), Version: info.ETag, Block: i}, block[:n])
+			}
+			d.data = nil
+		}
+		f.dropLocked(i)
+	}
+	f.base = version{exists: true, info: info, size: f.size, codec: c}
+	f.base.info.Key = f.key
+	f.baseValid = f.size
+	f.wcodec = c
+	f.meta = maps.Clone(info.Metadata)
+	f.modified = false
+	f.seqFromZero = f.size == 0
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs"
+)
+
+// cmdInit creates the vault config object in the store; it refuses to
+// overwrite an existing one (that would make every object unreadable).
+func cmdInit(args []string) error {
+	fset := newFlagSet("init", "init [options] STORE")
+	var sf storeFlags
+	var sec secretFlags
+	sf.register(fset)
+	fset.StringVar(&sec.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
+	fset.StringVar(&sec.keyFile, "key-file", "", "use a 32-byte key file (raw, base64 or hex) instead of a passphrase")
+	blockSize := byteSize(cipher.DefaultBlockSize)
+	fset.Var(&blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
+	pos, err := parseInterspersed(fset, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want exactly one STORE, got %d arguments", len(pos))
+	}
+	spec := pos[0]
+	if err := sf.validate(spec); err != nil {
+		return err
+	}
+	if err := sec.validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := openStore(ctx, spec, &sf)
+	if err != nil {
+		return err
+	}
+	if _, err := st.Stat(ctx, fs.ConfigKey); err == nil {
+		return fmt.Errorf("%s already holds a vault config (%s); refusing to overwrite it", spec, fs.ConfigKey)
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("check for an existing vault config: %w", err)
+	}
+	s, err := sec.read(true)
+	if err != nil {
+		return err
+	}
+	cfg, _, err := cipher.NewConfig(s.b, cipher.ConfigOptions{BlockSize: int(blockSize), KeyFile: s.keyFile})
+	if err != nil {
+		return err
+	}
+	data := cfg.Marshal()
+	if _, err := st.Put(ctx, fs.ConfigKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		return fmt.Errorf("store the vault config: %w", err)
+	}
+	fmt.Printf("created vault in %s (block size %d)\n", spec, cfg.BlockSize())
+	return nil
+}

@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
+)
+
+// mountFlags are the options of `s3cryptfs mount`.
+type mountFlags struct {
+	store      storeFlags
+	secret     secretFlags
+	clientEnc  bool
+	cacheSize  byteSize
+	readOnly   bool
+	allowOther bool
+	logLevel   string
+	logFile    string
+	foreground bool
+	uid, gid   int
+	attrTTL    time.Duration
+	maxDirty   byteSize
+	spoolDir   string
+
+	// Set by the daemonizing parent for its re-executed child only.
+	readyFD  int
+	secretFD int
+}
+
+func (m *mountFlags) flagSet() *flag.FlagSet {
+	fset := newFlagSet("mount", "mount [options] STORE MOUNTPOINT")
+	m.store.register(fset)
+	fset.StringVar(&m.secret.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
+	fset.StringVar(&m.secret.keyFile, "key-file", "", "unlock with a 32-byte key file (raw, base64 or hex)")
+	fset.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
+	m.cacheSize = 256 << 20
+	fset.Var(&m.cacheSize, "cache-size", "memory for decrypted blocks, e.g. 512MiB, 1G")
+	fset.BoolVar(&m.readOnly, "read-only", false, "mount read-only (every change fails with EROFS)")
+	fset.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (kernel permission checks on)")
+	fset.StringVar(&m.logLevel, "log-level", "info", "debug, info, warn or error")
+	fset.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: $XDG_RUNTIME_DIR or /tmp, s3cryptfs-<mountpoint>.log)")
+	fset.BoolVar(&m.foreground, "foreground", false, "stay in the foreground, logging to stderr (or --log-file)")
+	fset.IntVar(&m.uid, "uid", -1, "owner shown for objects without ownership metadata (default: the mounting user)")
+	fset.IntVar(&m.gid, "gid", -1, "group shown for objects without ownership metadata (default: the mounting group)")
+	fset.DurationVar(&m.attrTTL, "attr-timeout", time.Second, "how long attributes and directory entries are cached")
+	fset.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file (0 = default)")
+	fset.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
+	fset.IntVar(&m.readyFD, "ready-fd", 0, "internal: report readiness on this descriptor")
+	fset.IntVar(&m.secretFD, "secret-fd", 0, "internal: read the vault secret from this descriptor")
+	return fset
+}
+
+func cmdMount(args []string) error {
+	var m mountFlags
+	fset := m.flagSet()
+	pos, err := parseInterspersed(fset, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("want STORE and MOUNTPOINT, got %d arguments", len(pos))
+	}
+	spec, mnt := pos[0], pos[1]
+	if err := m.store.validate(spec); err != nil {
+		return err
+	}
+	if err := m.secret.validate(); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(m.logLevel)); err != nil {
+		return usagef("--log-level must be debug, info, warn or error, not %q", m.logLevel)
+	}
+	if mnt, err = filepath.Abs(mnt); err != nil {
+		return err
+	}
+	if st, err := os.Stat(mnt); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if mounted(mnt) {
+		return fmt.Errorf("%s is already a mountpoint", mnt)
+	}
+	if !m.foreground {
+		return daemonize(&m, args, mnt)
+	}
+	return serve(&m, spec, mnt, level)
+}
+
+// defaultLogFile is where a background mount logs when --log-file is not
+// given: one file per mountpoint.
+func defaultLogFile(mnt string) string {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	name := strings.Trim(strings.ReplaceAll(mnt, "/", "-"), "-")
+	return filepath.Join(dir, "s3cryptfs-"+name+".log")
+}
+
+// daemonize re-executes the command with --foreground in a new session,
+// its output in the log file, and waits until the child reports that the
+// mount is ready or why it failed. A passphrase asked on the terminal is
+// handed to the child through a pipe, never through its arguments or
+// environment.
+func daemonize(m *mountFlags, args []string, mnt string) error {
+	logPath := m.logFile
+	if logPath == "" {
+		logPath = defaultLogFile(mnt)
+	}
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	defer logf.Close()
+
+	var sec *secret
+	if m.clientEnc && !m.secret.have() {
+		s, err := prompt(false)
+		if err != nil {
+			return err
+		}
+		sec = &s
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
+	extra := []*os.File{readyW}
+	child := []string{"mount", "--foreground", "--ready-fd=3", "--log-file=" + logPath}
+	var secW *os.File
+	if sec != nil {
+		secR, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer secR.Close()
+		secW = w
+		extra = append(extra, secR)
+		child = append(child, "--secret-fd=4")
+	}
+	child = append(child, args...)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(self, child...)
+	cmd.Stdin = devnull
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return fmt.Errorf("start background mount: %w", err)
+	}
+	readyW.Close()
+	if secW != nil {
+		go func() {
+			secW.Write(sec.b)
+			secW.Close()
+		}()
+	}
+	line, _ := bufio.NewReader(readyR).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "ok":
+		cmd.Process.Release()
+		return nil
+	case strings.HasPrefix(line, "error: "):
+		cmd.Wait()
+		return errors.New(strings.TrimPrefix(line, "error: "))
+	default:
+		err := cmd.Wait()
+		return fmt.Errorf("background mount exited (%v) without mounting; see %s", err, logPath)
+	}
+}
+
+// ready reports the outcome to the daemonizing parent, if there is one.
+type ready struct{ w *os.File }
+
+func (r *ready) report(err error) {
+	if r.w == nil {
+		return
+	}
+	if err != nil {
+		msg := strings.ReplaceAll(err.Error(), "\n", " ")
+		fmt.Fprintf(r.w, "error: %s\n", msg)
+	} else {
+		fmt.Fprintln(r.w, "ok")
+	}
+	r.w.Close()
+	r.w = nil
+}
+
+// serve mounts in this process and serves until unmounted. On SIGTERM or
+// SIGINT it syncs every open file and unmounts.
+func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
+	var rd ready
+	if m.readyFD > 0 {
+		rd.w = os.NewFile(uintptr(m.readyFD), "ready")
+	}
+	defer func() { rd.report(err) }()
+
+	logOut := io.Writer(os.Stderr)
+	if m.logFile != "" && m.readyFD == 0 {
+		f, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("log file: %w", err)
+		}
+		defer f.Close()
+		logOut = f
+	}
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := openStore(ctx, spec, &m.store)
+	if err != nil {
+		return err
+	}
+	keys, err := unlock(ctx, st, m)
+	if err != nil {
+		return err
+	}
+	var bc *cache.Cache
+	if m.cacheSize > 0 {
+		if bc, err = cache.New(int64(m.cacheSize)); err != nil {
+			return fmt.Errorf("cache: %w", err)
+		}
+		defer bc.Close()
+	}
+	eng, err := content.New(content.Options{
+		Store:    st,
+		Keys:     keys,
+		Cache:    bc,
+		MaxDirty: int64(m.maxDirty),
+		SpoolDir: m.spoolDir,
+		Logger:   log,
+	})
+	if err != nil {
+		return fmt.Errorf("content engine: %w", err)
+	}
+	defer eng.Close()
+
+	uid, gid := uint32(os.Getuid()), uint32(os.Getgid())
+	if m.uid >= 0 {
+		uid = uint32(m.uid)
+	}
+	if m.gid >= 0 {
+		gid = uint32(m.gid)
+	}
+	root, fsys, err := fs.NewRoot(fs.Options{
+		Store: st, Engine: eng, ReadOnly: m.readOnly,
+		UID: uid, GID: gid, AttrTimeout: m.attrTTL, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	opts := fsys.MountOptions()
+	opts.FsName = spec
+	opts.Name = "s3cryptfs"
+	opts.AllowOther = m.allowOther
+	opts.MaxWrite = 1 << 20
+	opts.DisableXAttrs = true
+	if m.allowOther {
+		opts.Options = append(opts.Options, "default_permissions")
+	}
+	if os.Geteuid() == 0 {
+		// root mounts with mount(2) directly, no fusermount3 needed.
+		opts.DirectMount = true
+		opts.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV
+		if m.readOnly {
+			opts.DirectMountFlags |= syscall.MS_RDONLY
+		}
+	} else if m.readOnly {
+		opts.Options = append(opts.Options, "ro")
+	}
+	opts.Debug = os.Getenv("S3CRYPTFS_FUSE_DEBUG") != ""
+	server, err := gofs.Mount(mnt, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	log.Info("mounted", "store", spec, "mountpoint", mnt, "client_encryption", keys != nil,
+		"sse", m.store.sse, "read_only", m.readOnly, "version", version)
+	rd.report(nil)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for s := range sigs {
+			log.Info("signal: syncing open files and unmounting", "signal", s.String())
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			if err := fsys.SyncAll(sctx); err != nil {
+				log.Error("sync before unmount failed", "err", err)
+			}
+			scancel()
+			if err := server.Unmount(); err != nil {
+				log.Error("unmount failed (busy?); still serving", "err", err)
+			}
+		}
+	}()
+	server.Wait()
+	signal.Stop(sigs)
+	if err := fsys.SyncAll(context.Background()); err != nil {
+		log.Error("sync after unmount failed", "err", err)
+	}
+	log.Info("unmounted", "mountpoint", mnt)
+	return nil
+}
+
+// unlock reads and opens the vault config, or (client encryption off)
+// makes sure the store is not an encrypted vault mounted by mistake.
+func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys, error) {
+	data, err := readObject(ctx, st, fs.ConfigKey)
+	if !m.clientEnc {
+		if err == nil {
+			return nil, errors.New("the store holds an encrypted vault (" + fs.ConfigKey + "); refusing --client-encryption=false, which would show ciphertext")
+		}
+		if !errors.Is(err, backend.ErrNotFound) {
+			return nil, fmt.Errorf("check for a vault config: %w", err)
+		}
+		return nil, nil
+	}
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, errors.New("no vault config (" + fs.ConfigKey + ") in the store: run `s3cryptfs init` first, or mount with --client-encryption=false")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the vault config: %w", err)
+	}
+	cfg, err := cipher.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("vault config: %w", err)
+	}
+	var s secret
+	if m.secretFD > 0 {
+		f := os.NewFile(uintptr(m.secretFD), "secret")
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read secret: %w", err)
+		}
+		s = secret{b: b}
+	} else if s, err = m.secret.read(false); err != nil {
+		return nil, err
+	}
+	keys, err := cfg.Unlock(s.b)
+	if errors.Is(err, cipher.ErrWrongKey) {
+		return nil, errors.New("wrong passphrase or key file")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unlock the vault: %w", err)
+	}
+	return keys, nil
+}
+
+// readObject reads a small object whole.
+func readObject(ctx context.Context, st backend.Store, key string) ([]byte, error) {
+	rc, err := st.Get(ctx, key, 0, -1, backend.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, 1<<20))
+}
+
+// mounted reports whether path is a mountpoint (per /proc/self/mountinfo).
+func mounted(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMount(f[4]) == path {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMount decodes the \NNN octal escapes of /proc/self/mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,416 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+)
+
+// Dir is a directory: the key prefix "<path>/" (empty for the root).
+type Dir struct {
+	gofs.Inode
+	attrs
+	fsys *FS
+}
+
+func (d *Dir) nodeKind() kind { return kindDir }
+func (d *Dir) refresh(a attr) { d.set(a) }
+
+// prefix is the key prefix of the directory's children.
+func (d *Dir) prefix() string {
+	p := keyOf(&d.Inode)
+	if p == "" {
+		return ""
+	}
+	return p + "/"
+}
+
+// Lookup finds a child: a node that is open here (possibly not stored yet)
+// first, then the attribute cache filled by Readdir, then the store.
+func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	pfx := d.prefix()
+	if reserved(pfx, name) || !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if fl, ok := ch.Operations().(*File); ok {
+			if a, open := fl.openAttr(); open {
+				d.fsys.entryOut(a, out)
+				return ch, 0
+			}
+		}
+	}
+	a, err := d.fsys.lookupKey(ctx, pfx+name)
+	if err != nil {
+		return nil, d.fsys.errno("lookup", pfx+name, err)
+	}
+	ch := d.newChild(ctx, name, a)
+	d.fsys.entryOut(a, out)
+	return ch, 0
+}
+
+// listed is one entry of a directory listing.
+type listed struct {
+	name string
+	a    attr
+	stat bool // attributes still need a HEAD
+}
+
+// Readdir lists the directory with one delimited listing, then fetches the
+// metadata (mode, owner, mtime, symlink type) of every entry not in the
+// attribute cache with parallel HEADs, so that the Lookups the kernel sends
+// next are answered from the cache.
+func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	f := d.fsys
+	ctx = detach(ctx)
+	pfx := d.prefix()
+	var ents []listed
+	index := map[string]int{}
+	err := f.store.List(ctx, pfx, "/", func(obj *backend.ObjectInfo, p string) error {
+		if obj != nil {
+			if obj.Key == pfx {
+				return nil // our own marker
+			}
+			name := strings.TrimPrefix(obj.Key, pfx)
+			if !validName(name) || reserved(pfx, name) {
+				return nil
+			}
+			a := f.attrFromObject(*obj, false)
+			cached, ok := f.cache.get(obj.Key)
+			if ok && cached.info.ETag == obj.ETag {
+				a = cached
+			}
+			index[name] = len(ents)
+			ents = append(ents, listed{name: name, a: a, stat: !ok || cached.info.ETag != obj.ETag})
+			return nil
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(p, pfx), "/")
+		if !validName(name) {
+			return nil
+		}
+		a, ok := f.cache.get(p)
+		if !ok {
+			a = f.implicitDir()
+		}
+		e := listed{name: name, a: a, stat: !ok}
+		if i, dup := index[name]; dup {
+			ents[i] = e // a directory hides a file of the same name
+			return nil
+		}
+		index[name] = len(ents)
+		ents = append(ents, e)
+		return nil
+	})
+	if err != nil {
+		return nil, f.errno("readdir", pfx, err)
+	}
+	f.statAll(ctx, pfx, ents)
+
+	// Files created here but not stored yet are part of the directory too.
+	for name, ch := range d.Children() {
+		if _, ok := index[name]; ok {
+			continue
+		}
+		if fl, ok := ch.Operations().(*File); ok {
+			if a, open := fl.openAttr(); open {
+				index[name] = len(ents)
+				ents = append(ents, listed{name: name, a: a})
+			}
+		}
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	out := make([]fuse.DirEntry, 0, len(ents))
+	for _, e := range ents {
+		if e.a.kind == 0 {
+			continue // vanished between the listing and its HEAD
+		}
+		out = append(out, fuse.DirEntry{Name: e.name, Mode: e.a.kind.typeBits()})
+	}
+	return gofs.NewListDirStream(out), 0
+}
+
+// statAll fills the attributes of listed entries that need a HEAD, at most
+// statPar at a time, and caches them. An entry that disappeared in between
+// gets kind 0; other errors keep the listing's defaults.
+func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) {
+	sem := make(chan struct{}, f.statPar)
+	var wg sync.WaitGroup
+	for i := range ents {
+		if !ents[i].stat {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(e *listed) {
+			defer func() { <-sem; wg.Done() }()
+			isDir := e.a.kind == kindDir
+			key := pfx + e.name
+			if isDir {
+				key += "/"
+			}
+			info, err := f.store.Stat(ctx, key)
+			switch {
+			case err == nil:
+				e.a = f.attrFromObject(info, isDir)
+			case errors.Is(err, backend.ErrNotFound):
+				if !isDir {
+					e.a.kind = 0
+					return
+				}
+				// no marker: an implicit directory
+			default:
+				f.log.Warn("stat during readdir failed", "object", key, "err", err)
+				return
+			}
+			f.cache.put(key, e.a, f.ttl)
+		}(&ents[i])
+	}
+	wg.Wait()
+}
+
+// Getattr of a directory: the marker's metadata, refreshed after the TTL.
+func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if !d.IsRoot() && d.stale(d.fsys.ttl) {
+		key := keyOf(&d.Inode)
+		a, err := d.fsys.lookupKey(ctx, key)
+		if err == nil && a.kind == kindDir {
+			d.set(a)
+		}
+	}
+	d.get().fill(&out.Attr)
+	out.SetTimeout(d.fsys.ttl)
+	return 0
+}
+
+// Setattr of a directory stores mode/owner/mtime on its marker (creating
+// the marker if the directory had none).
+func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	f := d.fsys
+	if f.ro {
+		return syscall.EROFS
+	}
+	if _, ok := in.GetSize(); ok {
+		return syscall.EISDIR
+	}
+	a := d.get()
+	if setattrMeta(&a, in) {
+		if d.IsRoot() {
+			return syscall.EPERM // the root has no marker to carry metadata
+		}
+		ctx = detach(ctx)
+		key := d.prefix()
+		var info backend.ObjectInfo
+		var err error
+		if a.info.Key != "" {
+			info, err = f.store.Copy(ctx, key, key, backend.CopyOptions{ReplaceMetadata: true, Metadata: a.meta()})
+		}
+		if a.info.Key == "" || errors.Is(err, backend.ErrNotFound) {
+			info, err = f.store.Put(ctx, key, bytes.NewReader(nil), 0, a.meta())
+		}
+		if err != nil {
+			return f.errno("setattr", key, err)
+		}
+		a.info = info
+		d.set(a)
+		f.cache.put(key, a, f.ttl)
+	}
+	a.fill(&out.Attr)
+	out.SetTimeout(f.ttl)
+	return 0
+}
+
+// Statfs reports large fixed numbers (see statfs).
+func (d *Dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return statfs(out)
+}
+
+// Mkdir stores the zero-length marker "<path>/" carrying the new
+// directory's mode and owner.
+func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	f := d.fsys
+	pfx := d.prefix()
+	if f.ro {
+		return nil, syscall.EROFS
+	}
+	if reserved(pfx, name) {
+		return nil, syscall.EPERM
+	}
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	uid, gid := f.callerOwner(ctx)
+	a := attr{kind: kindDir, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
+	key := pfx + name + "/"
+	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
+	if err != nil {
+		return nil, f.errno("mkdir", key, err)
+	}
+	a.info = info
+	f.cache.put(key, a, f.ttl)
+	ch := d.newChild(ctx, name, a)
+	f.entryOut(a, out)
+	return ch, 0
+}
+
+// Create makes a new empty file, stored at its first sync (close or fsync).
+// Until then it exists only in this mount.
+func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	f := d.fsys
+	pfx := d.prefix()
+	if f.ro {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if reserved(pfx, name) {
+		return nil, nil, 0, syscall.EPERM
+	}
+	if !validName(name) {
+		return nil, nil, 0, syscall.EINVAL
+	}
+	uid, gid := f.callerOwner(ctx)
+	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
+	key := pfx + name
+	fl := &File{fsys: f}
+	fl.set(a)
+	fl.cf = f.engine.Create(key, a.meta())
+	fl.opens = 1
+	fl.metaDirty = true
+	f.trackOpen(fl, true)
+	f.cache.del(key, key+"/")
+	ch := d.NewInode(ctx, fl, gofs.StableAttr{Mode: syscall.S_IFREG})
+	f.entryOut(a, out)
+	return ch, fl.newHandle(flags), 0, 0
+}
+
+// Mknod supports regular files only; device nodes, FIFOs and sockets cannot
+// be represented as objects and are refused with EPERM.
+func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if mode&syscall.S_IFMT != syscall.S_IFREG && mode&syscall.S_IFMT != 0 {
+		return nil, syscall.EPERM
+	}
+	ch, fh, _, errno := d.Create(ctx, name, syscall.O_WRONLY, mode, out)
+	if errno != 0 {
+		return nil, errno
+	}
+	h := fh.(*handle)
+	if errno := h.Flush(ctx); errno != 0 {
+		h.Release(ctx)
+		return nil, errno
+	}
+	h.Release(ctx)
+	return ch, 0
+}
+
+// Link is refused: an object has exactly one key.
+func (d *Dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+
+// Symlink stores the target as the (encrypted) content of an object marked
+// type=symlink.
+func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	f := d.fsys
+	pfx := d.prefix()
+	if f.ro {
+		return nil, syscall.EROFS
+	}
+	if reserved(pfx, name) {
+		return nil, syscall.EPERM
+	}
+	if !validName(name) {
+		return nil, syscall.EINVAL
+	}
+	uid, gid := f.callerOwner(ctx)
+	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target))}
+	key := pfx + name
+	ctx = detach(ctx)
+	cf := f.engine.Create(key, a.meta())
+	if _, err := cf.WriteAt(ctx, []byte(target), 0); err != nil {
+		return nil, f.errno("symlink", key, err)
+	}
+	info, err := cf.Sync(ctx, a.meta())
+	if err != nil {
+		return nil, f.errno("symlink", key, err)
+	}
+	a.info = info
+	f.cache.put(key, a, f.ttl)
+	s := &Symlink{fsys: f, target: target}
+	s.set(a)
+	ch := d.NewInode(ctx, s, gofs.StableAttr{Mode: syscall.S_IFLNK})
+	f.entryOut(a, out)
+	return ch, 0
+}
+
+// Unlink deletes the object. An open file stays readable and writable
+// through its descriptors but is never stored again.
+func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.ro {
+		return syscall.EROFS
+	}
+	key := d.prefix() + name
+	var fl *File
+	if ch := d.GetChild(name); ch != nil {
+		fl, _ = ch.Operations().(*File)
+	}
+	if fl != nil {
+		fl.syncMu.Lock()
+		defer fl.syncMu.Unlock()
+		fl.markDeleted()
+	}
+	if err := f.store.Delete(detach(ctx), key); err != nil {
+		return f.errno("unlink", key, err)
+	}
+	f.cache.del(key)
+	return 0
+}
+
+// Rmdir removes an empty directory's marker; ENOTEMPTY if any key (or any
+// file created here and not stored yet) remains under it.
+func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.ro {
+		return syscall.EROFS
+	}
+	key := d.prefix() + name + "/"
+	if ch := d.GetChild(name); ch != nil {
+		if cd, ok := ch.Operations().(*Dir); ok && cd.hasPending() {
+			return syscall.ENOTEMPTY
+		}
+	}
+	ctx = detach(ctx)
+	found, err := f.hasChildren(ctx, key)
+	if err != nil {
+		return f.errno("rmdir", key, err)
+	}
+	if found {
+		return syscall.ENOTEMPTY
+	}
+	if err := f.store.Delete(ctx, key); err != nil {
+		return f.errno("rmdir", key, err)
+	}
+	f.cache.del(key)
+	return 0
+}
+
+// hasPending reports whether a file created in this directory is open and
+// not stored yet.
+func (d *Dir) hasPending() bool {
+	for _, ch := range d.Children() {
+		if fl, ok := ch.Operations().(*File); ok {
+			if a, open := fl.openAttr(); open && a.info.Key == "" {
+				return true
+			}
+		}
+	}
+	return false
+}

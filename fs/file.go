@@ -1,0 +1,405 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
+)
+
+// File is a regular file. While it has open handles it holds one
+// content.File shared by all of them, so every handle of this mount sees
+// the others' writes; the last release drops it.
+type File struct {
+	gofs.Inode
+	attrs // attrs.mu also guards the fields below
+	fsys  *FS
+
+	cf        *content.File
+	opens     int
+	metaDirty bool   // attr has changes the stored object lacks
+	metaGen   uint64 // bumped on every attr change, so a sync only clears what it stored
+	deleted   bool   // unlinked or replaced: never store again
+	// lastETag is the version the kernel's page cache holds, so an
+	// unchanged object can be reopened with FOPEN_KEEP_CACHE.
+	lastETag string
+
+	// syncMu serializes uploads with the operations that move or remove
+	// the object (rename, unlink, truncate), so a sync never lands on a key
+	// that was just renamed away or deleted.
+	syncMu sync.Mutex
+}
+
+func (fl *File) nodeKind() kind { return kindFile }
+
+func (fl *File) refresh(a attr) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.cf == nil {
+		fl.attr = a
+		fl.fetched = time.Now()
+	}
+}
+
+// openAttr returns the live attributes of an open file (size including
+// unsynced writes) and whether the file is open and not deleted.
+func (fl *File) openAttr() (attr, bool) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.cf == nil || fl.deleted {
+		return attr{}, false
+	}
+	a := fl.attr
+	a.size = fl.cf.Size()
+	return a, true
+}
+
+func (fl *File) markDeleted() {
+	fl.mu.Lock()
+	fl.deleted = true
+	fl.mu.Unlock()
+}
+
+// key is the object key: the open content's key, else the tree path.
+func (fl *File) key() string {
+	fl.mu.Lock()
+	cf := fl.cf
+	fl.mu.Unlock()
+	if cf != nil {
+		return cf.Key()
+	}
+	return keyOf(&fl.Inode)
+}
+
+// sync makes the file's data and attributes durable.
+func (fl *File) sync(ctx context.Context) error {
+	fl.syncMu.Lock()
+	defer fl.syncMu.Unlock()
+	return fl.syncLocked(ctx)
+}
+
+// syncLocked is sync with syncMu held. It uploads only when there is
+// something the store lacks: dirty data, changed attributes, or a file
+// created here and never stored.
+func (fl *File) syncLocked(ctx context.Context) error {
+	fl.mu.Lock()
+	cf := fl.cf
+	if cf == nil || fl.deleted || !(fl.metaDirty || cf.Dirty() || fl.attr.info.Key == "") {
+		fl.mu.Unlock()
+		return nil
+	}
+	a, gen := fl.attr, fl.metaGen
+	fl.mu.Unlock()
+	info, err := cf.Sync(detach(ctx), a.meta())
+	if err != nil {
+		return err
+	}
+	fl.stored(info, gen)
+	return nil
+}
+
+// stored records a successful upload or metadata copy.
+func (fl *File) stored(info backend.ObjectInfo, gen uint64) {
+	fl.mu.Lock()
+	if fl.metaGen == gen {
+		fl.metaDirty = false
+	}
+	fl.attr.info = info
+	if fl.cf != nil {
+		fl.attr.size = fl.cf.Size()
+	}
+	fl.lastETag = info.ETag
+	fl.fetched = time.Now()
+	a := fl.attr
+	fl.mu.Unlock()
+	fl.fsys.cache.put(info.Key, a, fl.fsys.ttl)
+}
+
+// touch records a data change: mtime moves to now.
+func (fl *File) touch() {
+	fl.mu.Lock()
+	fl.attr.mtime = time.Now()
+	fl.metaDirty = true
+	fl.metaGen++
+	fl.mu.Unlock()
+}
+
+// Open attaches a handle, opening the content on first use. The object is
+// always re-read with a HEAD when no handle is open (close-to-open
+// consistency), and the kernel keeps its page cache only if the ETag is the
+// one it cached.
+func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	f := fl.fsys
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+	if write && f.ro {
+		return nil, 0, syscall.EROFS
+	}
+	ctx = detach(ctx)
+	fl.mu.Lock()
+	if fl.deleted {
+		fl.mu.Unlock()
+		return nil, 0, syscall.ENOENT
+	}
+	keep := true
+	if fl.cf == nil {
+		key := keyOf(&fl.Inode)
+		info, err := f.store.Stat(ctx, key)
+		if err != nil {
+			fl.mu.Unlock()
+			return nil, 0, f.errno("open", key, err)
+		}
+		cf, err := f.engine.Open(ctx, info)
+		if err != nil {
+			fl.mu.Unlock()
+			return nil, 0, f.errno("open", key, err)
+		}
+		keep = info.ETag == fl.lastETag
+		fl.lastETag = info.ETag
+		fl.attr = f.attrFromObject(info, false)
+		fl.fetched = time.Now()
+		fl.cf = cf
+		fl.metaDirty = false
+		f.trackOpen(fl, true)
+	}
+	fl.opens++
+	cf := fl.cf
+	fl.mu.Unlock()
+	h := fl.newHandle(flags)
+	if flags&syscall.O_TRUNC != 0 && cf.Size() != 0 {
+		if err := cf.Truncate(ctx, 0); err != nil {
+			h.Release(ctx)
+			return nil, 0, f.errno("open", cf.Key(), err)
+		}
+		fl.touch()
+		keep = false
+	}
+	var fuseFlags uint32
+	if keep {
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return h, fuseFlags, 0
+}
+
+// release drops one handle; the last one syncs what is left (Flush has
+// normally done it already) and frees the content.
+func (fl *File) release(ctx context.Context) {
+	fl.mu.Lock()
+	fl.opens--
+	last := fl.opens == 0
+	fl.mu.Unlock()
+	if !last {
+		return
+	}
+	if err := fl.sync(ctx); err != nil {
+		fl.fsys.log.Error("sync at release failed: unsynced data dropped", "object", fl.key(), "err", err)
+	}
+	fl.mu.Lock()
+	if fl.opens == 0 && fl.cf != nil {
+		fl.cf = nil
+		fl.metaDirty = false
+		fl.fsys.trackOpen(fl, false)
+	}
+	fl.mu.Unlock()
+}
+
+// Getattr answers from the open content (size includes unsynced writes) or
+// from attributes at most one TTL old.
+func (fl *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f := fl.fsys
+	fl.mu.Lock()
+	if fl.cf != nil {
+		a := fl.attr
+		a.size = fl.cf.Size()
+		fl.mu.Unlock()
+		a.fill(&out.Attr)
+		out.SetTimeout(f.ttl)
+		return 0
+	}
+	stale := !fl.deleted && time.Since(fl.fetched) >= f.ttl
+	fl.mu.Unlock()
+	if stale {
+		key := keyOf(&fl.Inode)
+		info, err := f.store.Stat(detach(ctx), key)
+		switch {
+		case err == nil:
+			fl.refresh(f.attrFromObject(info, false))
+		case errors.Is(err, backend.ErrNotFound):
+			return syscall.ENOENT
+		default:
+			return f.errno("getattr", key, err)
+		}
+	}
+	fl.get().fill(&out.Attr)
+	out.SetTimeout(f.ttl)
+	return 0
+}
+
+// Setattr handles truncate, chmod, chown and utimes. Attribute changes are
+// a server-side metadata copy; on a file with unsynced data they are only
+// recorded and go out with the next sync. A truncate of a file that is not
+// open rewrites it at once.
+func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	f := fl.fsys
+	if f.ro {
+		return syscall.EROFS
+	}
+	ctx = detach(ctx)
+	fl.syncMu.Lock()
+	defer fl.syncMu.Unlock()
+
+	size, hasSize := in.GetSize()
+	fl.mu.Lock()
+	a := fl.attr
+	metaChanged := setattrMeta(&a, in)
+	if _, ok := in.GetMTime(); hasSize && !ok {
+		a.mtime = time.Now()
+	}
+	fl.attr = a
+	fl.metaGen++
+	cf := fl.cf
+	if cf != nil {
+		fl.metaDirty = true
+	}
+	gen, deleted := fl.metaGen, fl.deleted
+	fl.mu.Unlock()
+
+	key := keyOf(&fl.Inode)
+	if cf != nil {
+		key = cf.Key()
+	}
+	switch {
+	case hasSize:
+		tmp := cf == nil
+		if tmp {
+			info, err := f.store.Stat(ctx, key)
+			if err != nil {
+				return f.errno("truncate", key, err)
+			}
+			if cf, err = f.engine.Open(ctx, info); err != nil {
+				return f.errno("truncate", key, err)
+			}
+		}
+		if err := cf.Truncate(ctx, int64(size)); err != nil {
+			return f.errno("truncate", key, err)
+		}
+		if tmp && !deleted {
+			info, err := cf.Sync(ctx, a.meta())
+			if err != nil {
+				return f.errno("truncate", key, err)
+			}
+			a.size = cf.Size()
+			a.info = info
+			fl.refresh(a)
+			f.cache.put(key, a, f.ttl)
+		}
+	case metaChanged && !deleted:
+		if cf != nil {
+			if !cf.Dirty() && a.info.Key != "" {
+				info, err := cf.Sync(ctx, a.meta())
+				if err != nil {
+					return f.errno("setattr", key, err)
+				}
+				fl.stored(info, gen)
+			}
+			break
+		}
+		info, err := f.store.Copy(ctx, key, key, backend.CopyOptions{ReplaceMetadata: true, Metadata: a.meta()})
+		if err != nil {
+			return f.errno("setattr", key, err)
+		}
+		a.info = info
+		fl.refresh(a)
+		f.cache.put(key, a, f.ttl)
+	}
+	if oa, open := fl.openAttr(); open {
+		a = oa
+	} else {
+		a = fl.get()
+	}
+	a.fill(&out.Attr)
+	out.SetTimeout(f.ttl)
+	return 0
+}
+
+// handle is one open file descriptor.
+type handle struct {
+	fl     *File
+	cf     *content.File
+	h      *content.Handle
+	append bool
+	once   sync.Once
+}
+
+func (fl *File) newHandle(flags uint32) *handle {
+	fl.mu.Lock()
+	cf := fl.cf
+	fl.mu.Unlock()
+	return &handle{fl: fl, cf: cf, h: cf.NewHandle(), append: flags&syscall.O_APPEND != 0}
+}
+
+// Read reads through the handle (its own sequential detection and
+// readahead).
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.h.ReadAt(detach(ctx), dest, off)
+	if err != nil {
+		return nil, h.fl.fsys.errno("read", h.cf.Key(), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write writes into the shared content; O_APPEND always writes at the end
+// as the content sees it, whatever offset the kernel computed.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.fl.fsys.ro {
+		return 0, syscall.EROFS
+	}
+	if h.append {
+		off = h.cf.Size()
+	}
+	n, err := h.cf.WriteAt(detach(ctx), data, off)
+	if n > 0 {
+		h.fl.touch()
+	}
+	if err != nil {
+		return uint32(n), h.fl.fsys.errno("write", h.cf.Key(), err)
+	}
+	return uint32(n), 0
+}
+
+// Flush runs at every close(2): it returns only once the data is durable
+// in the store, and reports a failed upload as EIO.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if err := h.fl.sync(ctx); err != nil {
+		return h.fl.fsys.errno("flush", h.cf.Key(), err)
+	}
+	return 0
+}
+
+// Fsync makes the data durable in the store.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := h.fl.sync(ctx); err != nil {
+		return h.fl.fsys.errno("fsync", h.cf.Key(), err)
+	}
+	return 0
+}
+
+// Release drops the handle.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.once.Do(func() {
+		h.h.Close()
+		h.fl.release(ctx)
+	})
+	return 0
+}
+
+// Getattr on a handle is the node's.
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return h.fl.Getattr(ctx, h, out)
+}

@@ -1,0 +1,241 @@
+// Package fs is the FUSE side of s3cryptfs: a go-fuse node tree that maps
+// directories, files and symlinks onto the objects of a backend.Store.
+//
+// The mapping (docs/SEMANTICS.md has the user-facing version):
+//   - a file "a/b/c" is the object "a/b/c", its content managed by
+//     fs/content (encryption, cache, dirty data, uploads);
+//   - a directory is a zero-length marker object "a/b/"; a prefix without a
+//     marker (written by another tool) is a directory too;
+//   - mode, uid, gid and mtime live in the object's user metadata, so
+//     chmod/chown/utimes are a server-side copy, never a re-upload;
+//   - a symlink is a small object with metadata type=symlink whose content
+//     (encrypted like any file) is the target.
+//
+// This package owns the tree, attributes, errno mapping and the rules of
+// when data becomes durable (close and fsync); it never touches bytes of
+// content itself.
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
+)
+
+// ConfigKey is the vault config object at the store root. The mount hides it
+// and refuses to create anything under that name at the root.
+const ConfigKey = ".s3cryptfs.conf"
+
+// Options configure a mounted tree.
+type Options struct {
+	Store  backend.Store
+	Engine *content.Engine
+	// ReadOnly refuses every change with EROFS.
+	ReadOnly bool
+	// UID and GID own objects that carry no ownership metadata (written by
+	// other tools) and directories without a marker.
+	UID, GID uint32
+	// AttrTimeout is how long attributes fetched from the store are trusted,
+	// by this package and by the kernel (entry and attribute timeouts).
+	// 0 means one second; a negative value disables caching.
+	AttrTimeout time.Duration
+	// StatConcurrency bounds the parallel HEADs issued when a directory is
+	// listed; 0 means 32.
+	StatConcurrency int
+	// CopyConcurrency bounds the parallel server-side copies of a directory
+	// rename; 0 means 16.
+	CopyConcurrency int
+	Logger          *slog.Logger
+}
+
+// FS is the state shared by every node of one mount.
+type FS struct {
+	store     backend.Store
+	engine    *content.Engine
+	ro        bool
+	uid, gid  uint32
+	ttl       time.Duration
+	statPar   int
+	copyPar   int
+	log       *slog.Logger
+	mountTime time.Time
+
+	cache attrCache
+
+	openMu sync.Mutex
+	open   map[*File]struct{} // files with content open (handles alive), for SyncAll
+}
+
+// NewRoot returns the root directory node of a tree over opts.Store, ready
+// for gofs.Mount, and the FS shared by its nodes.
+func NewRoot(opts Options) (*Dir, *FS, error) {
+	if opts.Store == nil || opts.Engine == nil {
+		return nil, nil, fmt.Errorf("fs: Store and Engine are required")
+	}
+	f := &FS{
+		store:     opts.Store,
+		engine:    opts.Engine,
+		ro:        opts.ReadOnly,
+		uid:       opts.UID,
+		gid:       opts.GID,
+		ttl:       opts.AttrTimeout,
+		statPar:   opts.StatConcurrency,
+		copyPar:   opts.CopyConcurrency,
+		log:       opts.Logger,
+		mountTime: time.Now(),
+		open:      map[*File]struct{}{},
+	}
+	if f.ttl == 0 {
+		f.ttl = time.Second
+	}
+	if f.ttl < 0 {
+		f.ttl = 0
+	}
+	if f.statPar <= 0 {
+		f.statPar = 32
+	}
+	if f.copyPar <= 0 {
+		f.copyPar = 16
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	f.cache.entries = map[string]cachedAttr{}
+	root := &Dir{fsys: f}
+	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
+	return root, f, nil
+}
+
+// MountOptions returns the go-fuse options matching this tree's timeouts.
+// The caller adds mount-level settings (allow_other, read-only flags...).
+func (f *FS) MountOptions() *gofs.Options {
+	ttl := f.ttl
+	neg := time.Duration(0)
+	return &gofs.Options{
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &neg,
+		UID:             f.uid,
+		GID:             f.gid,
+	}
+}
+
+// SyncAll makes every open file's data durable, for a clean shutdown
+// (SIGTERM). It returns the first error and keeps going past it.
+func (f *FS) SyncAll(ctx context.Context) error {
+	f.openMu.Lock()
+	files := make([]*File, 0, len(f.open))
+	for fl := range f.open {
+		files = append(files, fl)
+	}
+	f.openMu.Unlock()
+	var first error
+	for _, fl := range files {
+		if err := fl.sync(ctx); err != nil {
+			f.log.Error("sync at shutdown failed", "object", fl.key(), "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func (f *FS) trackOpen(fl *File, open bool) {
+	f.openMu.Lock()
+	if open {
+		f.open[fl] = struct{}{}
+	} else {
+		delete(f.open, fl)
+	}
+	f.openMu.Unlock()
+}
+
+// detach returns a context that ignores the kernel's interrupts. go-fuse
+// cancels a request's context on any signal to the caller, including the Go
+// runtime's preemption signal (SIGURG); a half-done upload or copy must not
+// be abandoned for that, so store calls run to completion (the store's own
+// timeouts and retries bound them).
+func detach(ctx context.Context) context.Context {
+	return context.WithoutCancel(ctx)
+}
+
+// reserved reports whether name may not be created in the directory with
+// key prefix dirPrefix.
+func reserved(dirPrefix, name string) bool {
+	return dirPrefix == "" && name == ConfigKey
+}
+
+// validName rejects names the object namespace cannot represent.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
+}
+
+// cachedAttr is an attribute fetched from the store, trusted until exp.
+type cachedAttr struct {
+	a   attr
+	exp time.Time
+}
+
+// attrCache keeps attributes of keys seen by listings and lookups for the
+// attribute TTL, so that the Lookup calls the kernel makes after a readdir
+// cost no request. Keys are object keys; directories use their prefix
+// ("a/b/").
+type attrCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedAttr
+}
+
+func (c *attrCache) get(key string) (attr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || time.Now().After(e.exp) {
+		return attr{}, false
+	}
+	return e.a, true
+}
+
+func (c *attrCache) put(key string, a attr, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) > 100000 {
+		for k, e := range c.entries {
+			if now.After(e.exp) {
+				delete(c.entries, k)
+			}
+		}
+	}
+	c.entries[key] = cachedAttr{a: a, exp: now.Add(ttl)}
+}
+
+func (c *attrCache) del(keys ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		delete(c.entries, k)
+	}
+}
+
+// delPrefix forgets every key under prefix (a renamed or removed directory).
+func (c *attrCache) delPrefix(prefix string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.entries {
+		if strings.HasPrefix(k, prefix) {
+			delete(c.entries, k)
+		}
+	}
+}

@@ -1,0 +1,338 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/backend/mem"
+	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
+)
+
+// mountMem mounts a tree over a fresh in-memory store in this process, so
+// the race detector sees the filesystem code itself. It unmounts in
+// Cleanup, lazily if the mount is busy, so a failing test leaves nothing
+// mounted.
+func mountMem(t *testing.T, ro bool) (string, backend.Store) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("FUSE mount: skipped under -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("FUSE tests mount with mount(2) directly and need root (run as root, or use -short)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("FUSE tests need /dev/fuse: %v", err)
+	}
+	cipher.AllowWeakKDFForTests(t)
+	_, keys, err := cipher.NewConfig([]byte("test passphrase"), cipher.ConfigOptions{BlockSize: 4096, KDF: cipher.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := mem.New()
+	bc, err := cache.New(16 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := content.New(content.Options{Store: st, Keys: keys, Cache: bc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, fsys, err := fs.NewRoot(fs.Options{Store: st, Engine: eng, ReadOnly: ro, AttrTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	opts := fsys.MountOptions()
+	opts.DirectMount = true
+	opts.Name = "s3cryptfs-test"
+	opts.FsName = "mem"
+	server, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := server.Unmount(); err != nil {
+			t.Errorf("unmount: %v (detaching lazily)", err)
+			syscall.Unmount(dir, unix.MNT_DETACH)
+		}
+		eng.Close()
+		bc.Close()
+	})
+	return dir, st
+}
+
+func randBytes(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// readObject returns an object's raw bytes.
+func readObject(t *testing.T, st backend.Store, key string) []byte {
+	t.Helper()
+	rc, err := st.Get(context.Background(), key, 0, -1, backend.GetOptions{})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestInProcessBasics(t *testing.T) {
+	dir, st := mountMem(t, false)
+	p := filepath.Join(dir, "a.txt")
+	marker := []byte("PLAINTEXT-MARKER-0123456789")
+	data := append(bytes.Repeat([]byte("x"), 10000), marker...)
+	if err := os.WriteFile(p, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v, equal=%v", err, bytes.Equal(got, data))
+	}
+	raw := readObject(t, st, "a.txt")
+	if bytes.Contains(raw, marker) {
+		t.Fatal("object holds the plaintext marker")
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != int64(len(data)) || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("stat: size %d mode %v", fi.Size(), fi.Mode())
+	}
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Stat(context.Background(), "d/"); err != nil {
+		t.Fatalf("mkdir made no marker: %v", err)
+	}
+	if err := os.Rename(p, filepath.Join(dir, "d", "b.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "d", "b.txt")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after rename: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "d")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir non-empty: %v, want ENOTEMPTY", err)
+	}
+	if err := os.Symlink("d/b.txt", filepath.Join(dir, "ln")); err != nil {
+		t.Fatal(err)
+	}
+	if tgt, err := os.Readlink(filepath.Join(dir, "ln")); err != nil || tgt != "d/b.txt" {
+		t.Fatalf("readlink: %q %v", tgt, err)
+	}
+	if err := os.Link(filepath.Join(dir, "d", "b.txt"), filepath.Join(dir, "hard")); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("link: %v, want EPERM", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if fmt.Sprint(names) != "[d ln]" {
+		t.Fatalf("readdir: %v", names)
+	}
+}
+
+// TestInProcessSharedInode: two descriptors of one file in one mount see
+// each other's writes before any close.
+func TestInProcessSharedInode(t *testing.T) {
+	dir, _ := mountMem(t, false)
+	p := filepath.Join(dir, "shared")
+	w, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write([]byte("hello world")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 64)
+	n, err := r.ReadAt(buf, 0)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if string(buf[:n]) != "hello world" {
+		t.Fatalf("second handle read %q", buf[:n])
+	}
+	if _, err := r.WriteAt([]byte("W"), 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	n, _ = w.ReadAt(buf, 0)
+	if string(buf[:n]) != "hello World" {
+		t.Fatalf("first handle read %q", buf[:n])
+	}
+}
+
+// TestInProcessConcurrent hammers the tree from many goroutines: writers on
+// different files, a reader re-reading a file another goroutine appends to,
+// directory listings and renames, all at once. Run with -race.
+func TestInProcessConcurrent(t *testing.T) {
+	dir, _ := mountMem(t, false)
+	const writers = 8
+	const size = 300 << 10
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 64)
+	contents := make([][]byte, writers)
+	for i := range contents {
+		contents[i] = randBytes(t, size+i*1000)
+	}
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			p := filepath.Join(dir, fmt.Sprintf("w%d", i))
+			f, err := os.Create(p)
+			if err != nil {
+				errc <- err
+				return
+			}
+			data := contents[i]
+			for off := 0; off < len(data); off += 7000 {
+				end := min(off+7000, len(data))
+				if _, err := f.Write(data[off:end]); err != nil {
+					errc <- err
+					f.Close()
+					return
+				}
+			}
+			if err := f.Close(); err != nil {
+				errc <- err
+				return
+			}
+			got, err := os.ReadFile(p)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if !bytes.Equal(got, data) {
+				errc <- fmt.Errorf("w%d: content differs (len %d want %d)", i, len(got), len(data))
+			}
+		}(i)
+	}
+	// An appender and a reader on the same file: the reader must only ever
+	// see a prefix of what was appended.
+	appendData := randBytes(t, 200<<10)
+	ap := filepath.Join(dir, "appended")
+	if err := os.WriteFile(ap, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(2)
+	done := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		f, err := os.OpenFile(ap, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		for off := 0; off < len(appendData); off += 5000 {
+			if _, err := f.Write(appendData[off:min(off+5000, len(appendData))]); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			default:
+			}
+			got, err := os.ReadFile(ap)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if !bytes.Equal(got, appendData[:len(got)]) {
+				errc <- errors.New("reader saw bytes that were never appended")
+				return
+			}
+			if _, err := os.ReadDir(dir); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if got, err := os.ReadFile(ap); err != nil || !bytes.Equal(got, appendData) {
+		t.Fatalf("appended file: %v (len %d want %d)", err, len(got), len(appendData))
+	}
+	// Parallel renames of distinct files, then everything still reads.
+	var rg sync.WaitGroup
+	for i := 0; i < writers; i++ {
+		rg.Add(1)
+		go func(i int) {
+			defer rg.Done()
+			if err := os.Rename(filepath.Join(dir, fmt.Sprintf("w%d", i)), filepath.Join(dir, fmt.Sprintf("r%d", i))); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	rg.Wait()
+	for i := 0; i < writers; i++ {
+		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("r%d", i)))
+		if err != nil || !bytes.Equal(got, contents[i]) {
+			t.Errorf("r%d after rename: %v", i, err)
+		}
+	}
+}
+
+// TestInProcessReadOnly: every change fails with EROFS.
+func TestInProcessReadOnly(t *testing.T) {
+	dir, _ := mountMem(t, true)
+	if err := os.WriteFile(filepath.Join(dir, "x"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("create on read-only mount: %v, want EROFS", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("mkdir on read-only mount: %v, want EROFS", err)
+	}
+}

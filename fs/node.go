@@ -1,0 +1,127 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// node is what Dir, File and Symlink share: attributes kept from the store
+// with the time they were fetched.
+type node interface {
+	gofs.InodeEmbedder
+	nodeKind() kind
+	// refresh replaces the attributes with ones fetched from the store,
+	// unless the node holds local changes not yet stored.
+	refresh(a attr)
+}
+
+// attrs is embedded by every node type.
+type attrs struct {
+	mu      sync.Mutex
+	attr    attr
+	fetched time.Time
+}
+
+func (s *attrs) get() attr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attr
+}
+
+func (s *attrs) set(a attr) {
+	s.mu.Lock()
+	s.attr = a
+	s.fetched = time.Now()
+	s.mu.Unlock()
+}
+
+// stale reports whether the attributes are older than the TTL.
+func (s *attrs) stale(ttl time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Since(s.fetched) >= ttl
+}
+
+// keyOf is the object key of a node: its path from the root.
+func keyOf(n *gofs.Inode) string {
+	return n.Path(nil)
+}
+
+// newChild returns the inode for name with attributes a, reusing the
+// existing child inode when it is of the same kind so that an open file
+// keeps one inode (and one content.File) however often it is looked up.
+func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
+	if ch := d.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(node); ok && n.nodeKind() == a.kind {
+			n.refresh(a)
+			return ch
+		}
+	}
+	var op gofs.InodeEmbedder
+	switch a.kind {
+	case kindDir:
+		dd := &Dir{fsys: d.fsys}
+		dd.set(a)
+		op = dd
+	case kindSymlink:
+		s := &Symlink{fsys: d.fsys}
+		s.set(a)
+		op = s
+	default:
+		fl := &File{fsys: d.fsys}
+		fl.set(a)
+		op = fl
+	}
+	return d.NewInode(ctx, op, gofs.StableAttr{Mode: a.kind.typeBits()})
+}
+
+// entryOut fills a lookup/create answer.
+func (f *FS) entryOut(a attr, out *fuse.EntryOut) {
+	a.fill(&out.Attr)
+	out.SetEntryTimeout(f.ttl)
+	out.SetAttrTimeout(f.ttl)
+}
+
+// setattrMeta applies mode/uid/gid/mtime from a SETATTR request to a and
+// reports whether anything changed.
+func setattrMeta(a *attr, in *fuse.SetAttrIn) bool {
+	changed := false
+	if m, ok := in.GetMode(); ok {
+		a.mode = m & 0o7777
+		changed = true
+	}
+	if u, ok := in.GetUID(); ok {
+		a.uid = u
+		changed = true
+	}
+	if g, ok := in.GetGID(); ok {
+		a.gid = g
+		changed = true
+	}
+	if t, ok := in.GetMTime(); ok {
+		a.mtime = t
+		changed = true
+	}
+	return changed
+}
+
+// statfs answers with large fixed numbers: an object store has no
+// meaningful capacity, and tools like df or cp refuse to write to a
+// filesystem reporting zero free space.
+func statfs(out *fuse.StatfsOut) syscall.Errno {
+	const blocks = 1 << 40
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.Blocks = blocks
+	out.Bfree = blocks
+	out.Bavail = blocks
+	out.Files = 1 << 30
+	out.Ffree = 1 << 30
+	out.NameLen = 1024
+	return 0
+}

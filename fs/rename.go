@@ -1,0 +1,267 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+)
+
+// Rename moves a file, symlink or directory. A file is a server-side copy
+// then a delete of the source, after its dirty data is synced; a directory
+// is a copy of every key under it (in parallel) and then a delete of the
+// sources, which is NOT atomic: a crash or error in between leaves both
+// trees, or part of the target (docs/SEMANTICS.md). RENAME_NOREPLACE is
+// honoured; RENAME_EXCHANGE is refused with EINVAL because two objects
+// cannot be swapped without a window where one is missing or duplicated.
+func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	f := d.fsys
+	if f.ro {
+		return syscall.EROFS
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		return syscall.EINVAL
+	}
+	if flags&^uint32(unix.RENAME_NOREPLACE) != 0 {
+		return syscall.EINVAL
+	}
+	nd, ok := newParent.(*Dir)
+	if !ok {
+		return syscall.EXDEV
+	}
+	srcPfx, dstPfx := d.prefix(), nd.prefix()
+	if reserved(dstPfx, newName) {
+		return syscall.EPERM
+	}
+	if !validName(newName) {
+		return syscall.EINVAL
+	}
+	ctx = detach(ctx)
+	srcKey, dstKey := srcPfx+name, dstPfx+newName
+	if srcKey == dstKey {
+		return 0
+	}
+
+	src := d.GetChild(name)
+	var srcKind kind
+	if src != nil {
+		if n, ok := src.Operations().(node); ok {
+			srcKind = n.nodeKind()
+		}
+	}
+	if srcKind == 0 {
+		a, err := f.lookupKey(ctx, srcKey)
+		if err != nil {
+			return f.errno("rename", srcKey, err)
+		}
+		srcKind = a.kind
+	}
+
+	// What is at the target? The kernel checked its own dentries; check
+	// the store too, since another client may have written it.
+	var dstKind kind
+	if ch := nd.GetChild(newName); ch != nil {
+		if fl, ok := ch.Operations().(*File); ok {
+			if _, open := fl.openAttr(); open {
+				dstKind = kindFile
+			}
+		}
+	}
+	if dstKind == 0 {
+		a, err := f.lookupKey(ctx, dstKey)
+		switch {
+		case err == nil:
+			dstKind = a.kind
+		case !errors.Is(err, backend.ErrNotFound):
+			return f.errno("rename", dstKey, err)
+		}
+	}
+	if dstKind != 0 {
+		if flags&unix.RENAME_NOREPLACE != 0 {
+			return syscall.EEXIST
+		}
+		switch {
+		case srcKind == kindDir && dstKind != kindDir:
+			return syscall.ENOTDIR
+		case srcKind != kindDir && dstKind == kindDir:
+			return syscall.EISDIR
+		}
+	}
+	if srcKind == kindDir {
+		if strings.HasPrefix(dstKey+"/", srcKey+"/") {
+			return syscall.EINVAL // into its own subtree
+		}
+		return f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+	}
+	return f.renameObject(ctx, src, nd, srcKey, dstKey, newName)
+}
+
+// renameObject moves a file or symlink: sync, copy, delete.
+func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey, dstKey, newName string) syscall.Errno {
+	var fl *File
+	if src != nil {
+		fl, _ = src.Operations().(*File)
+	}
+	if fl != nil {
+		fl.syncMu.Lock()
+		defer fl.syncMu.Unlock()
+		if err := fl.syncLocked(ctx); err != nil {
+			return f.errno("rename", srcKey, err)
+		}
+	}
+	info, err := f.store.Copy(ctx, srcKey, dstKey, backend.CopyOptions{})
+	if err != nil {
+		return f.errno("rename", srcKey, err)
+	}
+	if err := f.store.Delete(ctx, srcKey); err != nil {
+		return f.errno("rename", srcKey, err)
+	}
+	f.cache.del(srcKey, dstKey)
+	// The replaced target's open descriptors keep the old inode: it must
+	// never be stored over the renamed file.
+	if ch := nd.GetChild(newName); ch != nil && ch != src {
+		if old, ok := ch.Operations().(*File); ok {
+			old.markDeleted()
+		}
+	}
+	if fl != nil {
+		fl.mu.Lock()
+		fl.attr.info = info
+		if fl.cf != nil {
+			fl.cf.SetKey(dstKey)
+			fl.cf.Refresh(info)
+			fl.lastETag = info.ETag
+		}
+		fl.mu.Unlock()
+	}
+	return 0
+}
+
+// renameDir copies every key under the source prefix to the target prefix
+// (at most copyPar copies in flight), then deletes the sources. Open files
+// under the source are synced first and follow the move.
+func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, newName string, dstExists bool) syscall.Errno {
+	srcPfx := d.prefix() + name + "/"
+	dstPfx := nd.prefix() + newName + "/"
+	if dstExists {
+		found, err := f.hasChildren(ctx, dstPfx)
+		if err != nil {
+			return f.errno("rename", dstPfx, err)
+		}
+		if found {
+			return syscall.ENOTEMPTY
+		}
+		if ch := nd.GetChild(newName); ch != nil {
+			if dd, ok := ch.Operations().(*Dir); ok && dd.hasPending() {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+
+	// Lock and sync every open file below, so nothing is uploaded to an
+	// old key while the tree moves.
+	var files []*File
+	if src != nil {
+		walkFiles(src, func(fl *File) { files = append(files, fl) })
+	}
+	for _, fl := range files {
+		fl.syncMu.Lock()
+		defer fl.syncMu.Unlock()
+		if err := fl.syncLocked(ctx); err != nil {
+			return f.errno("rename", fl.key(), err)
+		}
+	}
+
+	var keys []string
+	hasMarker := false
+	err := f.store.List(ctx, srcPfx, "", func(obj *backend.ObjectInfo, _ string) error {
+		if obj != nil {
+			keys = append(keys, obj.Key)
+			if obj.Key == srcPfx {
+				hasMarker = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return f.errno("rename", srcPfx, err)
+	}
+	if err := f.copyAll(ctx, keys, srcPfx, dstPfx); err != nil {
+		return f.errno("rename", srcPfx, err)
+	}
+	if !hasMarker {
+		// Keep the directory visible even if it held nothing stored.
+		a := d.get()
+		if src != nil {
+			if sd, ok := src.Operations().(*Dir); ok {
+				a = sd.get()
+			}
+		}
+		a.kind = kindDir
+		if _, err := f.store.Put(ctx, dstPfx, strings.NewReader(""), 0, a.meta()); err != nil {
+			return f.errno("rename", dstPfx, err)
+		}
+	}
+	if err := f.store.DeleteMany(ctx, keys); err != nil {
+		return f.errno("rename", srcPfx, err)
+	}
+	f.cache.delPrefix(srcPfx)
+	f.cache.delPrefix(dstPfx)
+	f.cache.del(strings.TrimSuffix(srcPfx, "/"), strings.TrimSuffix(dstPfx, "/"))
+	if src != nil {
+		for _, fl := range files {
+			fl.mu.Lock()
+			if fl.cf != nil {
+				rel := strings.TrimPrefix(fl.cf.Key(), srcPfx)
+				fl.cf.SetKey(dstPfx + rel)
+			}
+			fl.mu.Unlock()
+		}
+	}
+	return 0
+}
+
+// copyAll copies keys from under srcPfx to the same names under dstPfx, at
+// most f.copyPar at a time, and returns the first error.
+func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, f.copyPar)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(k string) {
+			defer func() { <-sem; wg.Done() }()
+			dst := dstPfx + strings.TrimPrefix(k, srcPfx)
+			if _, err := f.store.Copy(ctx, k, dst, backend.CopyOptions{}); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}(k)
+	}
+	wg.Wait()
+	return first
+}
+
+// walkFiles calls fn for every File node (open or not) below n.
+func walkFiles(n *gofs.Inode, fn func(*File)) {
+	for _, ch := range n.Children() {
+		switch op := ch.Operations().(type) {
+		case *File:
+			fn(op)
+		case *Dir:
+			walkFiles(ch, fn)
+		}
+	}
+}

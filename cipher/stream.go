@@ -140,29 +140,41 @@ func (r *Reader) Size() int64 { return r.size }
 // FileKey is the key of the object being read.
 func (r *Reader) FileKey() *FileKey { return r.fk }
 
-// readBlocks fetches sealed blocks first..last and appends their plaintext
-// to dst.
-func (r *Reader) readBlocks(dst []byte, first, last uint64) ([]byte, error) {
+// fetch reads the sealed blocks first..last into buf (grown if needed)
+// and returns them.
+func (r *Reader) fetch(buf []byte, first, last uint64) ([]byte, error) {
 	l := r.fk.layout
-	nblocks := l.BlockCount(r.size)
 	off := l.BlockIndexToCipherOff(first)
 	end := l.PlainSizeToCipherSize(r.size)
-	if last+1 < nblocks {
+	if last+1 < l.BlockCount(r.size) {
 		end = l.BlockIndexToCipherOff(last + 1)
 	}
-	buf := make([]byte, end-off)
+	if int64(cap(buf)) < end-off {
+		buf = make([]byte, end-off)
+	}
+	buf = buf[:end-off]
 	if n, err := r.r.ReadAt(buf, off); n != len(buf) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return dst, fmt.Errorf("cipher: read blocks %d-%d: %w", first, last, err)
+		return nil, fmt.Errorf("cipher: read blocks %d-%d: %w", first, last, err)
 	}
-	sb := int(l.sealedBlockSize())
+	return buf, nil
+}
+
+// readBlocks fetches sealed blocks first..last and appends their plaintext
+// to dst.
+func (r *Reader) readBlocks(dst []byte, first, last uint64) ([]byte, error) {
+	buf, err := r.fetch(nil, first, last)
+	if err != nil {
+		return dst, err
+	}
+	final := r.fk.layout.BlockCount(r.size) - 1
+	sb := int(r.fk.layout.sealedBlockSize())
 	for i := first; i <= last; i++ {
 		sealed := buf[:min(sb, len(buf))]
 		buf = buf[len(sealed):]
-		var err error
-		if dst, err = r.fk.Open(dst, sealed, i, i == nblocks-1); err != nil {
+		if dst, err = r.fk.Open(dst, sealed, i, i == final); err != nil {
 			return dst, err
 		}
 	}
@@ -171,7 +183,9 @@ func (r *Reader) readBlocks(dst []byte, first, last uint64) ([]byte, error) {
 
 // ReadAt reads plaintext at off with io.ReaderAt semantics: it returns
 // len(p) bytes, or fewer with io.EOF at the end of the file, or an error
-// (ErrCorrupt when a block does not authenticate).
+// (ErrCorrupt when a block does not authenticate). Blocks wholly inside p
+// are decrypted in place; it fetches at most readChunkBlocks sealed blocks
+// per call to the underlying reader.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cipher: ReadAt: negative offset %d", off)
@@ -180,18 +194,43 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	l := r.fk.layout
+	bs := int64(l.BlockSize)
+	final := l.BlockCount(r.size) - 1
+	sb := int(l.sealedBlockSize())
+	var sealedBuf, partial []byte
 	n := 0
-	var plain []byte
 	for n < len(p) && off < r.size {
 		_, _, first, last := l.CipherRange(off, int64(len(p)-n), r.size)
 		last = min(last, first+readChunkBlocks-1)
-		var err error
-		if plain, err = r.readBlocks(plain[:0], first, last); err != nil {
+		buf, err := r.fetch(sealedBuf, first, last)
+		if err != nil {
 			return n, err
 		}
-		c := copy(p[n:], plain[off-l.BlockIndexToPlainOff(first):])
-		n += c
-		off += int64(c)
+		sealedBuf = buf
+		for i := first; i <= last && n < len(p); i++ {
+			sealed := buf[:min(sb, len(buf))]
+			buf = buf[len(sealed):]
+			start := l.BlockIndexToPlainOff(i)
+			blockLen := int64(len(sealed) - BlockOverhead)
+			if off == start && int64(len(p)-n) >= blockLen {
+				// Whole block wanted: decrypt straight into p.
+				if _, err := r.fk.Open(p[n:n], sealed, i, i == final); err != nil {
+					return n, err
+				}
+				n += int(blockLen)
+				off += blockLen
+				continue
+			}
+			if partial == nil {
+				partial = make([]byte, 0, bs)
+			}
+			if partial, err = r.fk.Open(partial[:0], sealed, i, i == final); err != nil {
+				return n, err
+			}
+			c := copy(p[n:], partial[off-start:])
+			n += c
+			off += int64(c)
+		}
 	}
 	if n < len(p) {
 		return n, io.EOF

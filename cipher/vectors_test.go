@@ -130,7 +130,7 @@ func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
 		t.Fatal(err)
 	}
 	out["config"] = c.Marshal()
-	if k2, err := c.Unlock(pass); err != nil || !sameKeys(t, k, k2) {
+	if k2, err := c.Unlock(pass); err != nil || !sameKeys(t, k2, k) {
 		t.Fatalf("vector config does not unlock: %v", err)
 	}
 
@@ -183,7 +183,9 @@ func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
 	out["object c block 1"] = objC[HeaderSize+bs+BlockOverhead:]
 	sum := sha256.Sum256(objC)
 	out["object c sha256"] = sum[:]
-	out["object c size"] = []byte{byte(len(objC) >> 8), byte(len(objC))}
+	if len(objC) != 4289 {
+		t.Fatalf("object c is %d bytes, FORMAT.md says 4289", len(objC))
+	}
 
 	// Everything computed must also open again.
 	for _, name := range []string{"object a", "object b"} {

@@ -1,0 +1,262 @@
+package perf
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// ---- reporting ----
+
+// report hands one figure to the benchmark output (b.ReportMetric, unit
+// without spaces) and to the summary table.
+func report(b *testing.B, r result, benchUnit string) {
+	b.Helper()
+	b.ReportMetric(r.value, benchUnit)
+	if !math.IsNaN(r.ratio) {
+		ru := "ratio"
+		if u, ok := strings.CutSuffix(benchUnit, "-s"); ok {
+			ru = u + "-ratio"
+		}
+		b.ReportMetric(r.ratio, ru)
+	}
+	record(r)
+}
+
+// reportRSS reports the mount process's peak RSS so far; call it just
+// before unmounting.
+func reportRSS(b *testing.B, m *mount) {
+	b.Helper()
+	rss, err := m.rss()
+	if err != nil {
+		b.Logf("perf: no RSS figure for %s: %v", m.sys, err)
+		return
+	}
+	b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+	notePeakRSS(m.sys, rss)
+}
+
+// baselines holds the bare-SDK figures of this run, seconds per operation
+// by phase, so every mount's figure can be put in ratio to them.
+var baselines struct {
+	sync.Mutex
+	m map[string]map[string]float64
+}
+
+func setBaseline(workload string, secs map[string]float64) {
+	baselines.Lock()
+	defer baselines.Unlock()
+	if baselines.m == nil {
+		baselines.m = map[string]map[string]float64{}
+	}
+	baselines.m[workload] = secs
+}
+
+// baseline returns the SDK's seconds per phase for workload, measuring them
+// now (timer stopped) if the sdk sub-benchmark did not run, e.g. under
+// -bench 'SeqWrite/s3cryptfs'.
+func baseline(b *testing.B, workload string, measure func() map[string]float64) map[string]float64 {
+	b.Helper()
+	baselines.Lock()
+	v, ok := baselines.m[workload]
+	baselines.Unlock()
+	if ok {
+		return v
+	}
+	b.StopTimer()
+	v = measure()
+	setBaseline(workload, v)
+	return v
+}
+
+// ratio is sdkSecs/secs: the mount's speed as a fraction of the SDK's.
+func ratio(sdkSecs, secs float64) float64 {
+	if sdkSecs <= 0 || secs <= 0 {
+		return nan
+	}
+	return sdkSecs / secs
+}
+
+// ---- file helpers ----
+
+// writeFile writes data to path in 1 MiB writes (like dd bs=1M) and closes
+// it; close is where a durable filesystem reports upload errors.
+func writeFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+			f.Close()
+			return fmt.Errorf("write at %d: %w", off, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// readCompare reads path sequentially in 1 MiB reads and checks it equals
+// want; buf is scratch of at least 1 MiB.
+func readCompare(path string, want, buf []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf = buf[:1<<20]
+	var off int
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			if off+n > len(want) || !bytes.Equal(buf[:n], want[off:off+n]) {
+				return fmt.Errorf("%s: bytes at %d differ from what was written", path, off)
+			}
+			off += n
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	if off != len(want) {
+		return fmt.Errorf("%s: read %d bytes, want %d", path, off, len(want))
+	}
+	return nil
+}
+
+// ---- fio ----
+
+// fioRandRead runs the issue's fio command on file (4 jobs of random 4 KiB
+// reads over the first size bytes for runtime seconds) and returns the
+// total IOPS.
+func fioRandRead(ctx context.Context, file string, size int64, runtimeSecs int) (float64, error) {
+	args := []string{"--name=r", "--filename=" + file, "--rw=randread", "--bs=4k", "--numjobs=4",
+		fmt.Sprintf("--size=%d", size), "--time_based", fmt.Sprintf("--runtime=%d", runtimeSecs),
+		"--group_reporting", "--output-format=json"}
+	cmd := exec.CommandContext(ctx, "fio", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("perf: fio %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return parseFioIOPS(out)
+}
+
+// parseFioIOPS extracts the group's read IOPS from fio's JSON output, which
+// fio may precede with warning lines.
+func parseFioIOPS(out []byte) (float64, error) {
+	i := bytes.IndexByte(out, '{')
+	if i < 0 {
+		return 0, fmt.Errorf("perf: no JSON in fio output: %.200q", out)
+	}
+	var rep struct {
+		Jobs []struct {
+			Error int `json:"error"`
+			Read  struct {
+				IOPS    float64 `json:"iops"`
+				TotalIO int64   `json:"total_ios"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out[i:], &rep); err != nil {
+		return 0, fmt.Errorf("perf: fio JSON: %w", err)
+	}
+	if len(rep.Jobs) != 1 {
+		return 0, fmt.Errorf("perf: fio JSON has %d job groups, want 1 (--group_reporting)", len(rep.Jobs))
+	}
+	j := rep.Jobs[0]
+	if j.Error != 0 {
+		return 0, fmt.Errorf("perf: fio job error %d", j.Error)
+	}
+	if j.Read.TotalIO == 0 {
+		return 0, errors.New("perf: fio did no reads")
+	}
+	return j.Read.IOPS, nil
+}
+
+// ---- the small-file tree ----
+
+// treeFile is one regular file of the source tree.
+type treeFile struct {
+	rel  string
+	data []byte
+}
+
+type tree struct {
+	root  string
+	files []treeFile
+	dirs  int
+	bytes int64
+}
+
+// sourceTree loads $GOROOT/src/<cfg().treeDir> once: real source files of
+// real sizes, about 1,500 of them in 81 directories for cmd/go.
+var sourceTree = sync.OnceValues(func() (*tree, error) {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return nil, fmt.Errorf("perf: go env GOROOT: %w", err)
+	}
+	root := filepath.Join(strings.TrimSpace(string(out)), "src", filepath.FromSlash(cfg().treeDir))
+	t := &tree{root: root}
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			t.dirs++
+		case d.Type().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			t.files = append(t.files, treeFile{rel: filepath.ToSlash(rel), data: data})
+			t.bytes += int64(len(data))
+		}
+		return nil // symlinks and others are not copied by the SDK baseline either
+	})
+	if err != nil {
+		return nil, fmt.Errorf("perf: loading %s: %w", root, err)
+	}
+	if len(t.files) == 0 {
+		return nil, fmt.Errorf("perf: no files under %s", root)
+	}
+	return t, nil
+})
+
+// countLsFiles counts regular-file lines ("-rw-r--r-- ...") in ls -lR output.
+func countLsFiles(out []byte) int {
+	n := 0
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if len(line) > 0 && line[0] == '-' {
+			n++
+		}
+	}
+	return n
+}
+
+// timed runs fn and returns its duration.
+func timed(fn func() error) (time.Duration, error) {
+	t0 := time.Now()
+	err := fn()
+	return time.Since(t0), err
+}

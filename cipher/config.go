@@ -44,19 +44,19 @@ type KDFParams struct {
 // on one core of a 2024 server, 64 MiB of memory.
 var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 
-// MinKDF is the weakest set of parameters a config may ask for; anything
+// minKDF is the weakest set of parameters a config may ask for; anything
 // below any of them is refused with ErrWeakKDF when a config is created or
 // read. It sits under DefaultKDF so a vault made on a small machine with
 // lowered parameters still opens, and near OWASP's Argon2id floor (19 MiB,
 // t=2) so a tampered config cannot downgrade the hash to near nothing.
-var MinKDF = KDFParams{Time: 2, MemoryKiB: 32 << 10, Threads: 1}
+var minKDF = KDFParams{Time: 2, MemoryKiB: 32 << 10, Threads: 1}
 
 // maxKDF bounds parameters read from storage: a config asking for more is
 // corrupt, not merely expensive, and must not make Unlock allocate terabytes.
 var maxKDF = KDFParams{Time: 64, MemoryKiB: 4 << 20, Threads: 64}
 
 // weakKDFAllowed > 0 lets NewConfig and ParseConfig accept parameters below
-// MinKDF. Only AllowWeakKDFForTests changes it.
+// minKDF. Only AllowWeakKDFForTests changes it.
 var weakKDFAllowed atomic.Int32
 
 // Cleanuper is the part of testing.TB that AllowWeakKDFForTests needs; it is
@@ -66,7 +66,7 @@ type Cleanuper interface {
 	Cleanup(func())
 }
 
-// AllowWeakKDFForTests lets configs with KDF parameters below MinKDF be
+// AllowWeakKDFForTests lets configs with KDF parameters below minKDF be
 // created and parsed until the test tb ends, so tests can use cheap Argon2id
 // settings such as TestKDF. Tests only: production code never calls it, and
 // a vault made with weak parameters is refused everywhere else.
@@ -153,8 +153,8 @@ func checkKDF(p KDFParams, allowWeak bool) error {
 		// Argon2 itself requires t >= 1, p >= 1, m >= 8p.
 		return fmt.Errorf("argon2id parameters %+v are invalid: %w", p, ErrCorrupt)
 	}
-	if !allowWeak && (p.Time < MinKDF.Time || p.MemoryKiB < MinKDF.MemoryKiB || p.Threads < MinKDF.Threads) {
-		return fmt.Errorf("argon2id parameters %+v, minimum %+v: %w", p, MinKDF, ErrWeakKDF)
+	if !allowWeak && (p.Time < minKDF.Time || p.MemoryKiB < minKDF.MemoryKiB || p.Threads < minKDF.Threads) {
+		return fmt.Errorf("argon2id parameters %+v, minimum %+v: %w", p, minKDF, ErrWeakKDF)
 	}
 	return nil
 }
@@ -223,7 +223,7 @@ func (c *Config) BlockSize() int { return 1 << c.log2Block }
 
 // ParseConfig checks and decodes a stored config. It needs no secret: the
 // checksum tells accidental corruption (ErrCorrupt) apart from a wrong
-// secret later (ErrWrongKey from Unlock). Parameters below MinKDF give
+// secret later (ErrWrongKey from Unlock). Parameters below minKDF give
 // ErrWeakKDF.
 func ParseConfig(data []byte) (*Config, error) {
 	return parseConfig(data, weakKDFAllowed.Load() > 0)

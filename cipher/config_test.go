@@ -156,8 +156,8 @@ func TestWeakKDFRefused(t *testing.T) {
 		t.Fatalf("weak config parsed without the test knob: %v", err)
 	}
 	for _, p := range []KDFParams{
-		{Time: MinKDF.Time - 1, MemoryKiB: DefaultKDF.MemoryKiB, Threads: 4},
-		{Time: DefaultKDF.Time, MemoryKiB: MinKDF.MemoryKiB - 1, Threads: 4},
+		{Time: minKDF.Time - 1, MemoryKiB: DefaultKDF.MemoryKiB, Threads: 4},
+		{Time: DefaultKDF.Time, MemoryKiB: minKDF.MemoryKiB - 1, Threads: 4},
 	} {
 		m := *c
 		m.kdf = p
@@ -169,9 +169,9 @@ func TestWeakKDFRefused(t *testing.T) {
 		}
 	}
 	m := *c
-	m.kdf = MinKDF
+	m.kdf = minKDF
 	if _, err := parseConfig(m.Marshal(), false); err != nil {
-		t.Fatalf("MinKDF refused: %v", err)
+		t.Fatalf("minKDF refused: %v", err)
 	}
 	for _, p := range []KDFParams{
 		{Time: 0, MemoryKiB: 1 << 16, Threads: 1},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,6 +183,10 @@ func summaryTable() string {
 			targets[key] = r.target
 		}
 	}
+	// Peak RSS is a property of the whole run: last row.
+	sort.SliceStable(order, func(i, j int) bool {
+		return !strings.HasPrefix(order[i], "peak RSS") && strings.HasPrefix(order[j], "peak RSS")
+	})
 	used := map[string]bool{}
 	for _, r := range results.list {
 		used[r.system] = true

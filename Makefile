@@ -44,6 +44,15 @@ fuzz: ## run every fuzz target for FUZZTIME each
 bench: build minio-bin ## benchmarks (cipher, backend vs bare SDK, mount vs bare SDK)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./... | tee bench.txt
 
+.PHONY: bench-compare
+bench-compare: build minio-bin ## tests/perf benchmarks with s3fs and rclone crypt side by side (installs them); table in bin/bench-compare.md
+	@need=(); for p in s3fs:s3fs rclone:rclone fio:fio fusermount3:fuse3; do \
+	  command -v "$${p%%:*}" >/dev/null || need+=("$${p#*:}"); done; \
+	  if [ $${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${need[@]}"; fi
+	@mkdir -p bin
+	set -o pipefail; S3CRYPTFS_BENCH_COMPARE=1 S3CRYPTFS_BIN=$(CURDIR)/bin/s3cryptfs S3CRYPTFS_BENCH_TABLE=$(CURDIR)/bin/bench-compare.md \
+	  $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./tests/perf | tee bin/bench-compare.txt
+
 tools: minio-bin staticcheck-bin ## install pinned tools into .tools/bin
 
 MINIO_PORT ?= 9000

@@ -256,7 +256,10 @@ type stream struct {
 	err  error
 }
 
-var errStreamAborted = errors.New("streaming upload aborted")
+var (
+	errStreamAborted = errors.New("streaming upload aborted")
+	errUploadEnded   = errors.New("upload ended")
+)
 
 // startStream starts the background Put and sends the header. wmu held.
 func (f *File) startStream(ctx context.Context) error {
@@ -568,8 +571,8 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 		produced <- err
 	}()
 	info, err := e.store.Put(ctx, key, pr, -1, meta)
-	pr.CloseWithError(errors.New("upload ended"))
-	if perr := <-produced; perr != nil && err != nil {
+	pr.CloseWithError(errUploadEnded)
+	if perr := <-produced; perr != nil && err != nil && !errors.Is(perr, errUploadEnded) {
 		// The producer's error is the cause; the store only saw a broken body.
 		return backend.ObjectInfo{}, perr
 	}

@@ -1,0 +1,320 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+)
+
+// maxResumes bounds how many times in a row a broken GET body is
+// re-requested without receiving a single byte.
+const maxResumes = maxAttempts
+
+// Get returns a reader over [off, off+length) of key (length < 0: to the
+// end). The reader re-requests the rest of the range if the connection
+// breaks or stalls, with If-Match on the ETag of the first response, so a
+// read never mixes two versions of the object: if the object was replaced
+// meanwhile the reader fails with ErrPreconditionFailed.
+func (s *Store) Get(ctx context.Context, key string, off, length int64, opts backend.GetOptions) (io.ReadCloser, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("s3: get %s: negative offset %d: %w", s.where(key), off, backend.ErrPermanent)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("s3: get %s: %w", s.where(key), err)
+	}
+	if length == 0 {
+		// Nothing to read, but a missing key or a stale If-Match must
+		// still be reported.
+		if _, err := s.head(ctx, "get", key, opts.IfMatch); err != nil {
+			return nil, err
+		}
+		return http.NoBody, nil
+	}
+	r := &reader{s: s, ctx: ctx, key: key, pos: off, end: -1, etag: opts.IfMatch}
+	if length > 0 {
+		r.end = off + length
+	}
+	if err := r.open(); err != nil {
+		if errors.Is(err, errRangeNotSatisfiable) {
+			return s.emptyAfterCheck(ctx, key, opts.IfMatch)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// errRangeNotSatisfiable is open's report of a 416: the range starts at or
+// past the end of the object.
+var errRangeNotSatisfiable = errors.New("range not satisfiable")
+
+// emptyAfterCheck answers a read that starts at or past the end: an empty
+// reader, once a HEAD has confirmed an If-Match condition (a 416 answer
+// does not say whether it held).
+func (s *Store) emptyAfterCheck(ctx context.Context, key, ifMatch string) (io.ReadCloser, error) {
+	if ifMatch != "" {
+		if _, err := s.head(ctx, "get", key, ifMatch); err != nil {
+			return nil, err
+		}
+	}
+	return http.NoBody, nil
+}
+
+// reader streams one ranged GET and resumes it after failures.
+type reader struct {
+	s       *Store
+	ctx     context.Context // the caller's
+	key     string
+	pos     int64  // next offset to deliver
+	end     int64  // exclusive end; -1 until the first response says
+	etag    string // If-Match for every request after the first (and the first, if the caller gave one)
+	resumes int    // consecutive re-requests without progress
+
+	body   io.ReadCloser
+	mu     sync.Mutex         // guards cancel against the idle timer
+	cancel context.CancelFunc // ends the current request
+	idle   *time.Timer
+	stuck  atomic.Bool // the idle timer fired
+	err    error       // sticky
+	closed bool
+}
+
+// open issues the GET for [pos, end) and installs its body.
+func (r *reader) open() error {
+	s := r.s
+	rctx, cancel := context.WithCancel(r.ctx)
+	in := &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(r.key))}
+	if r.etag != "" {
+		in.IfMatch = aws.String(r.etag)
+	}
+	switch {
+	case r.end >= 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", r.pos, r.end-1))
+	case r.pos > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", r.pos))
+	}
+	s.sse.get(in)
+	out, err := s.client.GetObject(rctx, in)
+	if err != nil {
+		cancel()
+		if isInvalidRange(err) {
+			return errRangeNotSatisfiable
+		}
+		return s.classify(r.ctx, "get", r.key, err)
+	}
+	if r.etag == "" {
+		r.etag = aws.ToString(out.ETag)
+	}
+	n := aws.ToInt64(out.ContentLength)
+	if out.ContentLength == nil {
+		// Without a length a truncated body could pass for a whole one.
+		cancel()
+		out.Body.Close()
+		return fmt.Errorf("s3: get %s: response without Content-Length: %w", s.where(r.key), backend.ErrPermanent)
+	}
+	r.end = r.pos + n
+	r.mu.Lock()
+	r.body, r.cancel = out.Body, cancel
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	for {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.closed {
+			return 0, fmt.Errorf("s3: get %s: read after Close", r.s.where(r.key))
+		}
+		if r.end >= 0 && r.pos >= r.end {
+			r.release()
+			return 0, io.EOF
+		}
+		if r.body == nil {
+			if err := r.reopen(); err != nil {
+				r.err = err
+				return 0, err
+			}
+			continue
+		}
+		n, err := r.readBody(p)
+		r.pos += int64(n)
+		if n > 0 {
+			r.resumes = 0
+		}
+		if err == nil {
+			return n, nil
+		}
+		if err == io.EOF && r.pos >= r.end {
+			r.release()
+			return n, io.EOF
+		}
+		// The body ended early or broke.
+		if cerr := r.ctx.Err(); cerr != nil {
+			r.err = fmt.Errorf("s3: get %s: %w", r.s.where(r.key), cerr)
+			r.release()
+			return n, r.err
+		}
+		if r.pos >= r.end {
+			// Everything arrived but the body still failed (a checksum
+			// mismatch on the whole object): nothing to re-request.
+			r.err = fmt.Errorf("s3: get %s: %w", r.s.where(r.key), err)
+			r.release()
+			return n, r.err
+		}
+		r.release()
+		r.resumes++
+		if r.resumes > maxResumes {
+			r.err = fmt.Errorf("s3: get %s: connection broke %d times at offset %d without progress, last: %w",
+				r.s.where(r.key), maxResumes, r.pos, err)
+			return n, r.err
+		}
+		if n > 0 {
+			return n, nil // re-request on the next Read
+		}
+	}
+}
+
+// readBody reads from the current body with the idle timer armed: if
+// nothing arrives within the idle timeout the request is cancelled and the
+// read fails, to be resumed.
+func (r *reader) readBody(p []byte) (int, error) {
+	if r.idle == nil {
+		r.idle = time.AfterFunc(r.s.timeouts.bodyIdle, r.onIdle)
+	} else {
+		r.idle.Reset(r.s.timeouts.bodyIdle)
+	}
+	n, err := r.body.Read(p)
+	r.idle.Stop()
+	if err != nil && r.stuck.Swap(false) {
+		err = fmt.Errorf("no data for %v: %w", r.s.timeouts.bodyIdle, err)
+	}
+	return n, err
+}
+
+func (r *reader) onIdle() {
+	r.stuck.Store(true)
+	r.mu.Lock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.mu.Unlock()
+}
+
+// reopen waits a backoff and re-requests the rest of the range.
+func (r *reader) reopen() error {
+	if r.resumes > 0 {
+		d := backoff{base: r.s.timeouts.resumeBase, max: 10 * time.Second}
+		delay, _ := d.BackoffDelay(r.resumes, nil)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			t.Stop()
+			return fmt.Errorf("s3: get %s: %w", r.s.where(r.key), r.ctx.Err())
+		}
+	}
+	err := r.open()
+	if errors.Is(err, errRangeNotSatisfiable) {
+		// The object got shorter under the same ETag: impossible unless
+		// the server misbehaves.
+		return fmt.Errorf("s3: get %s: object ended before offset %d on re-request: %w", r.s.where(r.key), r.pos, err)
+	}
+	return err
+}
+
+// release closes the current body and ends its request.
+func (r *reader) release() {
+	r.mu.Lock()
+	body, cancel := r.body, r.cancel
+	r.body, r.cancel = nil, nil
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if body != nil {
+		body.Close()
+	}
+}
+
+func (r *reader) Close() error {
+	r.closed = true
+	if r.idle != nil {
+		r.idle.Stop()
+	}
+	r.release()
+	return nil
+}
+
+// isInvalidRange reports a 416 Range Not Satisfiable.
+func isInvalidRange(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "InvalidRange" {
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusRequestedRangeNotSatisfiable
+}
+
+// head runs HeadObject (with If-Match when given) and returns the object's
+// description; op names the caller's operation in errors.
+func (s *Store) head(ctx context.Context, op, key, ifMatch string) (backend.ObjectInfo, error) {
+	in := &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(key))}
+	if ifMatch != "" {
+		in.IfMatch = aws.String(ifMatch)
+	}
+	s.sse.head(in)
+	out, err := s.client.HeadObject(ctx, in)
+	if err != nil {
+		return backend.ObjectInfo{}, s.classify(ctx, op, key, err)
+	}
+	return backend.ObjectInfo{
+		Key:          key,
+		Size:         aws.ToInt64(out.ContentLength),
+		ETag:         aws.ToString(out.ETag),
+		LastModified: aws.ToTime(out.LastModified),
+		Metadata:     cloneMeta(out.Metadata),
+	}, nil
+}
+
+// Stat describes key.
+func (s *Store) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	return s.head(ctx, "stat", key, "")
+}
+
+// cloneMeta returns a fresh, non-nil copy of m with lower-case keys (S3
+// header names are case-insensitive; the contract promises lower case).
+func cloneMeta(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[lower(k)] = v
+	}
+	return out
+}
+
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

@@ -91,3 +91,5 @@ func TestConformance(t *testing.T) {
 		return newStoreT(t, cfg)
 	})
 }
+
+func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o600) }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/backend/local"
 	"github.com/s3cryptfs/s3cryptfs/backend/mem"
 	"github.com/s3cryptfs/s3cryptfs/cache"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
@@ -34,13 +35,17 @@ type storeFactory struct {
 }
 
 func stores() []storeFactory {
-	return append([]storeFactory{
+	return []storeFactory{
 		{"mem", func(*testing.T) backend.Store { return mem.New() }},
-	}, extraStores...)
+		{"local", func(t *testing.T) backend.Store {
+			s, err := local.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	}
 }
-
-// extraStores is extended by stores_local_test.go once backend/local exists.
-var extraStores []storeFactory
 
 // counting wraps a store, counts requests and bytes, and can fail Puts.
 type counting struct {

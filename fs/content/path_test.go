@@ -27,10 +27,20 @@ func writeSeq(t *testing.T, f *File, data []byte, chunk int) {
 // TestStreamingUploadsWhileWriting: a new file written sequentially is in
 // the store's Put before Sync, and ends up as exactly one Put.
 func TestStreamingUploadsWhileWriting(t *testing.T) {
-	for _, m := range modes(t) {
-		t.Run(m.name, func(t *testing.T) {
+	for _, sf := range stores() {
+		for _, m := range modes(t) {
+			t.Run(sf.name+"/"+m.name, func(t *testing.T) {
+				testStreamingUploadsWhileWriting(t, sf, m.keys)
+			})
+		}
+	}
+}
+
+func testStreamingUploadsWhileWriting(t *testing.T, sf storeFactory, keys *cipher.Keys) {
+	{
+		{
 			ctx := testCtx(t)
-			v := newEnv(t, stores()[0].new(t), m.keys, nil)
+			v := newEnv(t, sf.new(t), keys, nil)
 			data := pattern(10*int(v.eng.bs)+123, 7)
 			f := v.eng.Create("s", map[string]string{"a": "1"})
 			writeSeq(t, f, data, 128<<10)
@@ -67,7 +77,7 @@ func TestStreamingUploadsWhileWriting(t *testing.T) {
 			if v.store.gets.Load() != gets {
 				t.Error("reading a just-synced block issued a GET")
 			}
-		})
+		}
 	}
 }
 
@@ -110,44 +120,46 @@ func TestStreamingAbort(t *testing.T) {
 // TestSyncFailureKeepsData: a failing Put makes Sync fail, keeps every
 // byte, and a later Sync stores the right content (streamed and rewritten).
 func TestSyncFailureKeepsData(t *testing.T) {
-	for _, m := range modes(t) {
-		for _, mode := range []string{"stream", "rewrite", "fail-midstream"} {
-			t.Run(m.name+"/"+mode, func(t *testing.T) {
-				ctx := testCtx(t)
-				v := newEnv(t, stores()[0].new(t), m.keys, func(o *Options) { o.MaxDirty = 64 << 10 })
-				bs := int(v.eng.bs)
-				data := pattern(6*bs+99, 5)
-				f := v.eng.Create("k", nil)
-				switch mode {
-				case "stream":
-					writeSeq(t, f, data, 10000)
-					v.store.failPut.Store(true)
-				case "fail-midstream":
-					v.store.failPut.Store(true)
-					writeSeq(t, f, data, 10000)
-				case "rewrite":
-					mustWrite(t, f, data[:100], 0)
+	for _, sf := range stores() {
+		for _, m := range modes(t) {
+			for _, mode := range []string{"stream", "rewrite", "fail-midstream"} {
+				t.Run(sf.name+"/"+m.name+"/"+mode, func(t *testing.T) {
+					ctx := testCtx(t)
+					v := newEnv(t, sf.new(t), m.keys, func(o *Options) { o.MaxDirty = 64 << 10 })
+					bs := int(v.eng.bs)
+					data := pattern(6*bs+99, 5)
+					f := v.eng.Create("k", nil)
+					switch mode {
+					case "stream":
+						writeSeq(t, f, data, 10000)
+						v.store.failPut.Store(true)
+					case "fail-midstream":
+						v.store.failPut.Store(true)
+						writeSeq(t, f, data, 10000)
+					case "rewrite":
+						mustWrite(t, f, data[:100], 0)
+						mustSync(t, f)
+						v.store.failPut.Store(true)
+						f = v.reopen(ctx, "k")
+						mustWrite(t, f, data[bs:], int64(bs))
+						mustWrite(t, f, data[:bs], 0)
+					}
+					if _, err := f.Sync(ctx, nil); !errors.Is(err, errInjected) {
+						t.Fatalf("Sync with failing store: %v, want the store's error", err)
+					}
+					if !f.Dirty() {
+						t.Fatal("file clean after failed Sync")
+					}
+					if got := readAll(t, ctx, f); !bytes.Equal(got, data) {
+						t.Fatal("content after failed Sync differs")
+					}
+					v.store.failPut.Store(false)
 					mustSync(t, f)
-					v.store.failPut.Store(true)
-					f = v.reopen(ctx, "k")
-					mustWrite(t, f, data[bs:], int64(bs))
-					mustWrite(t, f, data[:bs], 0)
-				}
-				if _, err := f.Sync(ctx, nil); !errors.Is(err, errInjected) {
-					t.Fatalf("Sync with failing store: %v, want the store's error", err)
-				}
-				if !f.Dirty() {
-					t.Fatal("file clean after failed Sync")
-				}
-				if got := readAll(t, ctx, f); !bytes.Equal(got, data) {
-					t.Fatal("content after failed Sync differs")
-				}
-				v.store.failPut.Store(false)
-				mustSync(t, f)
-				if got := readAll(t, ctx, v.reopen(ctx, "k")); !bytes.Equal(got, data) {
-					t.Fatal("stored content after retry differs")
-				}
-			})
+					if got := readAll(t, ctx, v.reopen(ctx, "k")); !bytes.Equal(got, data) {
+						t.Fatal("stored content after retry differs")
+					}
+				})
+			}
 		}
 	}
 }
@@ -183,34 +195,38 @@ func TestMetadataOnlySync(t *testing.T) {
 // TestCorruptBlock: a flipped byte in a stored block gives an error wrapping
 // cipher.ErrCorrupt, logged once with the object key and block.
 func TestCorruptBlock(t *testing.T) {
-	ctx := testCtx(t)
-	v := newEnv(t, stores()[0].new(t), testKeys(t, 4096), nil)
-	data := pattern(5*4096, 9)
-	f := v.eng.Create("dir/victim", nil)
-	writeSeq(t, f, data, 4096)
-	mustSync(t, f)
-	obj := getObject(t, v.store, "dir/victim")
-	obj[v.eng.blockOff(3)+20] ^= 1
-	info, err := v.store.Put(ctx, "dir/victim", bytes.NewReader(obj), int64(len(obj)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err = v.eng.Open(ctx, info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 100)
-	if _, err := f.ReadAt(ctx, buf, 2*4096); err != nil {
-		t.Fatalf("intact block: %v", err)
-	}
-	for range 2 {
-		if _, err := f.ReadAt(ctx, buf, 3*4096+5); !errors.Is(err, cipher.ErrCorrupt) {
-			t.Fatalf("corrupt block: err %v, want ErrCorrupt", err)
-		}
-	}
-	logs := v.logs.String()
-	if strings.Count(logs, "corrupt block") != 1 || !strings.Contains(logs, "key=dir/victim") || !strings.Contains(logs, "block=3") {
-		t.Fatalf("want one log line naming key and block, got:\n%s", logs)
+	for _, sf := range stores() {
+		t.Run(sf.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			v := newEnv(t, sf.new(t), testKeys(t, 4096), nil)
+			data := pattern(5*4096, 9)
+			f := v.eng.Create("dir/victim", nil)
+			writeSeq(t, f, data, 4096)
+			mustSync(t, f)
+			obj := getObject(t, v.store, "dir/victim")
+			obj[v.eng.blockOff(3)+20] ^= 1
+			info, err := v.store.Put(ctx, "dir/victim", bytes.NewReader(obj), int64(len(obj)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err = v.eng.Open(ctx, info)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 100)
+			if _, err := f.ReadAt(ctx, buf, 2*4096); err != nil {
+				t.Fatalf("intact block: %v", err)
+			}
+			for range 2 {
+				if _, err := f.ReadAt(ctx, buf, 3*4096+5); !errors.Is(err, cipher.ErrCorrupt) {
+					t.Fatalf("corrupt block: err %v, want ErrCorrupt", err)
+				}
+			}
+			logs := v.logs.String()
+			if strings.Count(logs, "corrupt block") != 1 || !strings.Contains(logs, "key=dir/victim") || !strings.Contains(logs, "block=3") {
+				t.Fatalf("want one log line naming key and block, got:\n%s", logs)
+			}
+		})
 	}
 }
 
@@ -231,28 +247,32 @@ func getObject(t *testing.T, s backend.Store, key string) []byte {
 // TestReplacedBehindOurBack: an uncached block of an object replaced since
 // open is not read from the new object (If-Match).
 func TestReplacedBehindOurBack(t *testing.T) {
-	ctx := testCtx(t)
-	v := newEnv(t, stores()[0].new(t), testKeys(t, 4096), nil)
-	f := v.eng.Create("r", nil)
-	writeSeq(t, f, pattern(8*4096, 1), 4096)
-	mustSync(t, f)
-	f = v.reopen(ctx, "r")
-	// Someone else writes the key.
-	g := v.eng.Create("r", nil)
-	writeSeq(t, g, pattern(8*4096, 2), 4096)
-	mustSync(t, g)
-	buf := make([]byte, 10)
-	if _, err := f.ReadAt(ctx, buf, 6*4096); !errors.Is(err, backend.ErrPreconditionFailed) {
-		t.Fatalf("read of replaced object: %v, want ErrPreconditionFailed", err)
-	}
-	// After Refresh the new version reads.
-	info, err := v.store.Stat(ctx, "r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Refresh(info)
-	if got := readAll(t, ctx, f); !bytes.Equal(got, pattern(8*4096, 2)) {
-		t.Fatal("content after Refresh differs")
+	for _, sf := range stores() {
+		t.Run(sf.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			v := newEnv(t, sf.new(t), testKeys(t, 4096), nil)
+			f := v.eng.Create("r", nil)
+			writeSeq(t, f, pattern(8*4096, 1), 4096)
+			mustSync(t, f)
+			f = v.reopen(ctx, "r")
+			// Someone else writes the key.
+			g := v.eng.Create("r", nil)
+			writeSeq(t, g, pattern(8*4096, 2), 4096)
+			mustSync(t, g)
+			buf := make([]byte, 10)
+			if _, err := f.ReadAt(ctx, buf, 6*4096); !errors.Is(err, backend.ErrPreconditionFailed) {
+				t.Fatalf("read of replaced object: %v, want ErrPreconditionFailed", err)
+			}
+			// After Refresh the new version reads.
+			info, err := v.store.Stat(ctx, "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Refresh(info)
+			if got := readAll(t, ctx, f); !bytes.Equal(got, pattern(8*4096, 2)) {
+				t.Fatal("content after Refresh differs")
+			}
+		})
 	}
 }
 

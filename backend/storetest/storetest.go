@@ -13,6 +13,15 @@
 // keep the ETag; the filesystem never does that because ciphertext is always
 // fresh).
 //
+// A store that knowingly cannot meet one case skips it by name in newStore,
+// with the reason: MinIO, for instance, hides keys below an object of the
+// same name, so its run does
+//
+//	if path.Base(t.Name()) == "CoexistingKeys" { t.Skip("MinIO cannot ...") }
+//
+// Such cases are kept in subtests of their own so that a skip loses nothing
+// else.
+//
 // Big cases (a 64 MiB streamed upload, a 2,500-key listing across pages, a
 // failure after several parts) are skipped under -short.
 package storetest
@@ -55,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) backend.Store) {
 		{"CopyOntoItself", testCopyOntoItself},
 		{"Delete", testDelete},
 		{"DeleteMany", testDeleteMany},
+		{"MarkerBesideObject", testMarkerBesideObject},
 		{"CoexistingKeys", testCoexistingKeys},
 		{"List", testList},
 		{"ListStopsOnError", testListStopsOnError},
@@ -514,6 +524,43 @@ func testDeleteMany(t *testing.T, s backend.Store) {
 	}
 }
 
+// testMarkerBesideObject: an object "a/b" and the directory marker "a/b/"
+// are distinct keys.
+func testMarkerBesideObject(t *testing.T, s backend.Store) {
+	obj := put(t, s, "a/b", []byte("file"), map[string]string{"kind": "file"})
+	marker := put(t, s, "a/b/", nil, map[string]string{"kind": "dir"})
+	if st := stat(t, s, "a/b"); st.ETag != obj.ETag || st.Size != 4 || st.Metadata["kind"] != "file" {
+		t.Errorf("Stat(a/b) = %+v", st)
+	}
+	if st := stat(t, s, "a/b/"); st.ETag != marker.ETag || st.Size != 0 || st.Metadata["kind"] != "dir" {
+		t.Errorf("Stat(a/b/) = %+v", st)
+	}
+	checkList := func(prefix, delim string, want ...string) {
+		t.Helper()
+		if got := listAll(t, s, prefix, delim); !slices.Equal(got, want) {
+			t.Errorf("List(%q, %q) = %q\nwant %q", prefix, delim, got, want)
+		}
+	}
+	checkList("", "", "obj:a/b", "obj:a/b/")
+	checkList("a/", "/", "obj:a/b", "pfx:a/b/")
+	checkList("a/b/", "/", "obj:a/b/")
+	if err := s.Delete(t.Context(), "a/b/"); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, "a/b"); string(got) != "file" {
+		t.Errorf("Get(a/b) after deleting a/b/ = %q", got)
+	}
+	put(t, s, "a/b/", nil, nil)
+	if err := s.Delete(t.Context(), "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	checkList("", "", "obj:a/b/")
+}
+
+// testCoexistingKeys: an object "a/b", the marker "a/b/" and a key below,
+// "a/b/c", all coexist (S3 allows it; a filesystem meets it in buckets
+// written by other tools). MinIO cannot list keys below an object of the
+// same name, so its conformance run skips this one case by name.
 func testCoexistingKeys(t *testing.T, s backend.Store) {
 	keys := []string{"a/b", "a/b/", "a/b/c"}
 	etags := map[string]string{}
@@ -559,43 +606,52 @@ func testCoexistingKeys(t *testing.T, s backend.Store) {
 }
 
 func testList(t *testing.T, s backend.Store) {
-	keys := []string{"a", "a/", "a/b", "a/b/", "a/b/c", "a/b/d/e", "a-b", "a.b", "a0", "b", "b/x/y", "c/", "c/d/"}
+	// No key here is both an object and a path prefix of other keys ("b"
+	// and "b/x"): that case lives in CoexistingKeys alone, because MinIO
+	// cannot list it.
+	keys := []string{"a-b", "a.b", "a/", "a/b/", "a/b/c", "a/b/d/e", "a/c", "a0", "b", "bx/y", "c/", "c/d/"}
 	etags := map[string]string{}
 	for i, k := range keys {
 		etags[k] = put(t, s, k, bytes.Repeat([]byte{'x'}, i), map[string]string{"i": fmt.Sprint(i)}).ETag
+	}
+	all := make([]string, len(keys))
+	for i, k := range keys {
+		all[i] = "obj:" + k
 	}
 	tests := []struct {
 		prefix, delim string
 		want          []string
 	}{
-		{"", "", []string{"obj:a", "obj:a-b", "obj:a.b", "obj:a/", "obj:a/b", "obj:a/b/", "obj:a/b/c", "obj:a/b/d/e",
-			"obj:a0", "obj:b", "obj:b/x/y", "obj:c/", "obj:c/d/"}},
-		{"", "/", []string{"obj:a", "obj:a-b", "obj:a.b", "pfx:a/", "obj:a0", "obj:b", "pfx:b/", "pfx:c/"}},
-		{"a", "/", []string{"obj:a", "obj:a-b", "obj:a.b", "pfx:a/", "obj:a0"}},
-		{"a/", "/", []string{"obj:a/", "obj:a/b", "pfx:a/b/"}},
-		{"a/b", "/", []string{"obj:a/b", "pfx:a/b/"}},
+		{"", "", all},
+		{"", "/", []string{"obj:a-b", "obj:a.b", "pfx:a/", "obj:a0", "obj:b", "pfx:bx/", "pfx:c/"}},
+		{"a", "/", []string{"obj:a-b", "obj:a.b", "pfx:a/", "obj:a0"}},
+		{"a/", "/", []string{"obj:a/", "pfx:a/b/", "obj:a/c"}},
+		{"a/", "", []string{"obj:a/", "obj:a/b/", "obj:a/b/c", "obj:a/b/d/e", "obj:a/c"}},
+		{"a/b", "/", []string{"pfx:a/b/"}},
 		{"a/b/", "/", []string{"obj:a/b/", "obj:a/b/c", "pfx:a/b/d/"}},
 		{"a/b/", "", []string{"obj:a/b/", "obj:a/b/c", "obj:a/b/d/e"}},
 		{"a/b/d", "/", []string{"pfx:a/b/d/"}},
 		{"a/b/d/", "/", []string{"obj:a/b/d/e"}},
-		{"b/", "/", []string{"pfx:b/x/"}},
-		{"b/x", "", []string{"obj:b/x/y"}},
+		{"b", "/", []string{"obj:b", "pfx:bx/"}},
+		{"b", "", []string{"obj:b", "obj:bx/y"}},
+		{"bx/", "/", []string{"obj:bx/y"}},
 		{"c", "/", []string{"pfx:c/"}},
 		{"c/", "/", []string{"obj:c/", "pfx:c/d/"}},
 		{"c/d/", "/", []string{"obj:c/d/"}},
 		{"zz", "/", nil},
 		{"a/b/c/", "/", nil},
 		{"a/x", "", nil},
-		{"", "-", []string{"obj:a", "pfx:a-", "obj:a.b", "obj:a/", "obj:a/b", "obj:a/b/", "obj:a/b/c", "obj:a/b/d/e",
-			"obj:a0", "obj:b", "obj:b/x/y", "obj:c/", "obj:c/d/"}},
-		{"a/", "b/", []string{"obj:a/", "obj:a/b", "pfx:a/b/"}},
+		// Delimiters other than "/" (S3 allows any string).
+		{"", "-", append([]string{"pfx:a-"}, all[1:]...)},
+		{"", "b/", []string{"obj:a-b", "obj:a.b", "obj:a/", "pfx:a/b/", "obj:a/c", "obj:a0", "obj:b", "obj:bx/y", "obj:c/", "obj:c/d/"}},
+		{"a/", "b/", []string{"obj:a/", "pfx:a/b/", "obj:a/c"}},
 	}
 	for _, tc := range tests {
 		if got := listAll(t, s, tc.prefix, tc.delim); !slices.Equal(got, tc.want) {
 			t.Errorf("List(%q, %q) = %q\nwant %q", tc.prefix, tc.delim, got, tc.want)
 		}
 	}
-	// Listed sizes and ETags agree with Stat.
+	// Listed sizes and ETags agree with what Put returned.
 	err := s.List(t.Context(), "", "", func(obj *backend.ObjectInfo, _ string) error {
 		i := slices.Index(keys, obj.Key)
 		if obj.Size != int64(i) || obj.ETag != etags[obj.Key] || obj.LastModified.IsZero() {

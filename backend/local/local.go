@@ -49,10 +49,12 @@
 // A write goes to a temporary file in the object's own directory, is
 // fsynced, renamed over the object file and the directory is fsynced, so
 // after a crash a key holds the old object or the new one. Directories the
-// write had to create are fsynced into their parents. A delete fsyncs the
-// directory it removed the file from, then removes directories that became
-// empty (best effort; an empty directory is harmless). The directory must be
-// on a case-sensitive filesystem.
+// write had to create are fsynced into their parents (one gap: a Put that
+// finds its directory just created by a concurrent Put does not wait for
+// that Put's fsync of the parent). A delete fsyncs the directory it removed
+// the file from, then removes directories that became empty (best effort;
+// an empty directory is harmless). The directory must be on a
+// case-sensitive filesystem.
 package local
 
 import (
@@ -554,42 +556,45 @@ func (s *Store) Copy(ctx context.Context, src, dst string, opts backend.CopyOpti
 
 // Delete implements backend.Store.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := ctxErr(ctx, "delete", key); err != nil {
-		return err
-	}
-	return s.delete(key)
+	return s.DeleteMany(ctx, []string{key})
 }
 
-func (s *Store) delete(key string) error {
-	if checkKey(key) != "" {
-		return nil // no such file can exist
-	}
-	dir, name := s.objPath(key)
-	err := os.Remove(filepath.Join(dir, name))
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("local: delete %q: %w", key, classify(err))
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("local: delete %q: fsync directory: %w", key, classify(err))
-	}
-	s.prune(dir)
-	return nil
-}
-
-// DeleteMany implements backend.Store.
+// DeleteMany implements backend.Store. It unlinks every file first and then
+// fsyncs each directory it touched once.
 func (s *Store) DeleteMany(ctx context.Context, keys []string) error {
-	for _, k := range keys {
-		if err := ctxErr(ctx, "delete", k); err != nil {
-			return err
+	var dirs []string // touched directories, each once
+	seen := map[string]bool{}
+	finish := func() error {
+		var first error
+		for _, dir := range dirs {
+			if err := syncDir(dir); err != nil && first == nil {
+				first = fmt.Errorf("local: delete: fsync directory: %w", classify(err))
+			}
+			s.prune(dir)
 		}
-		if err := s.delete(k); err != nil {
-			return err
+		return first
+	}
+	for _, key := range keys {
+		if err := ctxErr(ctx, "delete", key); err != nil {
+			return errors.Join(err, finish())
+		}
+		if checkKey(key) != "" {
+			continue // no such file can exist
+		}
+		dir, name := s.objPath(key)
+		err := os.Remove(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return errors.Join(fmt.Errorf("local: delete %q: %w", key, classify(err)), finish())
+		}
+		if !seen[dir] {
+			seen[dir] = true
+			dirs = append(dirs, dir)
 		}
 	}
-	return nil
+	return finish()
 }
 
 // List implements backend.Store. It walks only the directories that can

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,6 +127,14 @@ func TestLayoutSurvivesReopen(t *testing.T) {
 		if got := listKeys(t, s2, "", ""); !slices.Equal(got, []string{".dir", "a/b", "a/b/", "a/b/c", "x.obj/y.dir"}) {
 			t.Errorf("%s: List = %q", d, got)
 		}
+	}
+
+	// Deleting every key leaves no directories behind.
+	if err := s.DeleteMany(ctx, slices.Collect(maps.Keys(want))); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, dir); len(got) != 0 {
+		t.Errorf("after deleting every key: %q", got)
 	}
 }
 

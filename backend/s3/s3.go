@@ -381,7 +381,17 @@ func (s *Store) checkBucket(ctx context.Context) error {
 		return fmt.Errorf("s3: bucket %q is in region %s, not %s: set the region to %s: %w",
 			s.bucket, region, s.region, region, backend.ErrPermanent)
 	}
-	return s.classify(ctx, "check bucket", "", err)
+	err = s.classify(ctx, "check bucket", "", err)
+	if errors.Is(err, backend.ErrNotFound) {
+		// HEAD answers carry no error code: a 404 here is NoSuchBucket.
+		return &opError{
+			msg: fmt.Sprintf("s3: bucket %q does not exist at %s (check the bucket name, the region %s and the endpoint)",
+				s.bucket, s.endpointName(), s.region),
+			kinds: []error{backend.ErrNotFound, backend.ErrPermanent},
+			err:   err,
+		}
+	}
+	return err
 }
 
 // ReadSSECKeyFile reads an SSE-C key: a file holding exactly 32 raw bytes,

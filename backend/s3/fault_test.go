@@ -1,0 +1,478 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/internal/miniotest"
+)
+
+// faultKind is what the proxy does to one request.
+type faultKind int
+
+const (
+	pass       faultKind = iota
+	slowDown             // 503 SlowDown, request not forwarded
+	internal             // 500 InternalError, request not forwarded
+	forbidden            // 403 AccessDenied, request not forwarded
+	delay                // wait, then forward
+	resetBody            // forward; cut the connection (RST) after some body bytes
+	stallBody            // forward; stop sending after some body bytes
+)
+
+type fault struct {
+	kind  faultKind
+	after int64         // resetBody, stallBody: body bytes sent first
+	wait  time.Duration // delay
+	// before, if set, runs just before the connection is cut (resetBody).
+	before func()
+}
+
+// seen is one request as the proxy saw it.
+type seen struct {
+	method, path, rng, ifMatch string
+	fault                      faultKind
+}
+
+// faultProxy is a TLS reverse proxy in front of MinIO that injects faults
+// chosen per request by rule. It keeps the client's Host header, so SigV4
+// signatures made for the proxy's address still verify at MinIO.
+type faultProxy struct {
+	t      *testing.T
+	srv    *httptest.Server
+	target *url.URL
+	tr     *http.Transport
+	caFile string
+
+	mu   sync.Mutex
+	rule func(r *http.Request) fault
+	log  []seen
+}
+
+func newFaultProxy(t *testing.T, minio *miniotest.Server) *faultProxy {
+	t.Helper()
+	target, err := url.Parse(minio.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemCA, err := os.ReadFile(minio.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	p := &faultProxy{
+		t:      t,
+		target: target,
+		tr: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: pool},
+			MaxIdleConnsPerHost: 32,
+		},
+	}
+	p.srv = httptest.NewUnstartedServer(p)
+	p.srv.StartTLS()
+	t.Cleanup(func() {
+		p.srv.CloseClientConnections()
+		p.srv.Close()
+		p.tr.CloseIdleConnections()
+	})
+	p.caFile = filepath.Join(t.TempDir(), "proxy-ca.pem")
+	crt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+	if err := os.WriteFile(p.caFile, crt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// setRule installs the fault rule and clears the request log.
+func (p *faultProxy) setRule(rule func(r *http.Request) fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rule = rule
+	p.log = nil
+}
+
+func (p *faultProxy) requests() []seen {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]seen(nil), p.log...)
+}
+
+// config is a store configuration reaching bucket through the proxy.
+func (p *faultProxy) config(srv *miniotest.Server, bucket string) Config {
+	cfg := baseConfig(srv, bucket)
+	cfg.Endpoint = p.srv.URL
+	cfg.CABundle = p.caFile
+	return cfg
+}
+
+// firstN returns a rule applying f to the first n requests that match.
+func firstN(n int, match func(r *http.Request) bool, f fault) func(r *http.Request) fault {
+	var count atomic.Int64
+	return func(r *http.Request) fault {
+		if match(r) && count.Add(1) <= int64(n) {
+			return f
+		}
+		return fault{}
+	}
+}
+
+func anyRequest(*http.Request) bool { return true }
+
+func isGet(r *http.Request) bool { return r.Method == http.MethodGet && !r.URL.Query().Has("list-type") }
+
+func isPut(r *http.Request) bool { return r.Method == http.MethodPut }
+
+const errorXML = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message><RequestId>fault</RequestId></Error>`
+
+func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	f := fault{}
+	if p.rule != nil {
+		f = p.rule(r)
+	}
+	p.log = append(p.log, seen{r.Method, r.URL.Path, r.Header.Get("Range"), r.Header.Get("If-Match"), f.kind})
+	p.mu.Unlock()
+
+	reply := func(status int, code, msg string) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			fmt.Fprintf(w, errorXML, code, msg)
+		}
+	}
+	switch f.kind {
+	case slowDown:
+		reply(http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+		return
+	case internal:
+		reply(http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
+		return
+	case forbidden:
+		reply(http.StatusForbidden, "AccessDenied", "Access Denied.")
+		return
+	case delay:
+		select {
+		case <-time.After(f.wait):
+		case <-r.Context().Done():
+			return
+		}
+	}
+
+	out := r.Clone(r.Context())
+	out.URL.Scheme, out.URL.Host = p.target.Scheme, p.target.Host
+	out.Host = r.Host
+	out.RequestURI = ""
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	resp, err := p.tr.RoundTrip(out)
+	if err != nil {
+		if r.Context().Err() == nil {
+			reply(http.StatusBadGateway, "BadGateway", err.Error())
+		}
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	ok := resp.StatusCode/100 == 2
+	if (f.kind == resetBody || f.kind == stallBody) && ok {
+		_, _ = io.CopyN(w, resp.Body, f.after)
+		w.(http.Flusher).Flush()
+		if f.kind == stallBody {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(time.Minute):
+			}
+			return
+		}
+		if f.before != nil {
+			f.before()
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		if tc, ok := conn.(*tls.Conn); ok {
+			if nc, ok := tc.NetConn().(*net.TCPConn); ok {
+				_ = nc.SetLinger(0) // close with RST, not FIN
+			}
+		}
+		conn.Close()
+		return
+	}
+	_, _ = io.Copy(w, resp.Body)
+}
+
+// faultStore is a store through the proxy with short retry delays and
+// timeouts, so that fault tests take seconds.
+func faultStore(t *testing.T, p *faultProxy, srv *miniotest.Server, bucket string, mod func(*Config)) (*Store, error) {
+	t.Helper()
+	cfg := p.config(srv, bucket)
+	if mod != nil {
+		mod(&cfg)
+	}
+	to := defaultTimeouts()
+	to.header, to.bodyIdle, to.call = 2*time.Second, time.Second, 3*time.Second
+	to.resumeBase = 10 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	return newStore(ctx, cfg, to, 10*time.Millisecond)
+}
+
+func countFaults(reqs []seen, k faultKind) int {
+	n := 0
+	for _, r := range reqs {
+		if r.fault == k {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTransientFaults: throttling, 5xx, resets and stalls mid-body and
+// latency are retried (or resumed) and the operation succeeds.
+func TestTransientFaults(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(11, 12<<20+5) // three parts
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("SlowDown on PUTs", func(t *testing.T) {
+		p.setRule(firstN(3, isPut, fault{kind: slowDown}))
+		if _, err := s.Put(ctx, "big", opaque{bytes.NewReader(data)}, -1, nil); err != nil {
+			t.Fatalf("Put through 3 SlowDowns: %v", err)
+		}
+		if n := countFaults(p.requests(), slowDown); n != 3 {
+			t.Errorf("%d SlowDowns served, want 3", n)
+		}
+		p.setRule(firstN(2, isPut, fault{kind: slowDown}))
+		if _, err := s.Put(ctx, "small", strings.NewReader("small"), 5, nil); err != nil {
+			t.Fatalf("single Put through 2 SlowDowns: %v", err)
+		}
+	})
+	t.Run("InternalError on GET and HEAD", func(t *testing.T) {
+		p.setRule(firstN(4, anyRequest, fault{kind: internal}))
+		if _, err := s.Stat(ctx, "big"); err != nil {
+			t.Fatalf("Stat through 500s: %v", err)
+		}
+		if got := readAll(t, s, "big", 0, -1); !bytes.Equal(got, data) {
+			t.Fatal("content differs")
+		}
+		if n := countFaults(p.requests(), internal); n != 4 {
+			t.Errorf("%d errors served, want 4", n)
+		}
+	})
+	t.Run("reset mid-body", func(t *testing.T) {
+		p.setRule(firstN(2, isGet, fault{kind: resetBody, after: 3 << 20}))
+		if got := readAll(t, s, "big", 100, -1); !bytes.Equal(got, data[100:]) {
+			t.Fatal("content differs after resets")
+		}
+		reqs := p.requests()
+		if len(reqs) != 3 || countFaults(reqs, resetBody) != 2 {
+			t.Fatalf("requests %+v, want 2 broken GETs and 1 good one", reqs)
+		}
+		// Each re-request continues where the body broke (a reset loses
+		// what was in flight, so "where" is only known to the client),
+		// pinned to the first response's ETag.
+		prev := int64(-1)
+		for i, r := range reqs {
+			var from, to int64
+			if _, err := fmt.Sscanf(r.rng, "bytes=%d-%d", &from, &to); i > 0 && (err != nil || to != int64(len(data)-1)) {
+				t.Errorf("GET %d: Range %q, want bytes=N-%d", i, r.rng, len(data)-1)
+			}
+			if i == 0 && r.rng != "bytes=100-" {
+				t.Errorf("GET 0: Range %q, want bytes=100-", r.rng)
+			}
+			if from <= prev || from > prev+3<<20+100 {
+				t.Errorf("GET %d: resumes at %d after %d: not where the previous body broke", i, from, prev)
+			}
+			if i > 0 && r.ifMatch == "" {
+				t.Errorf("GET %d: re-request without If-Match", i)
+			}
+			prev = from
+		}
+	})
+	t.Run("stall mid-body", func(t *testing.T) {
+		p.setRule(firstN(1, isGet, fault{kind: stallBody, after: 1 << 20}))
+		if got := readAll(t, s, "big", 0, 8<<20); !bytes.Equal(got, data[:8<<20]) {
+			t.Fatal("content differs after a stall")
+		}
+		if reqs := p.requests(); len(reqs) != 2 || reqs[1].rng != fmt.Sprintf("bytes=%d-%d", 1<<20, 8<<20-1) {
+			t.Fatalf("requests %+v, want a stalled GET and a resumed one", reqs)
+		}
+	})
+	t.Run("latency", func(t *testing.T) {
+		// Shorter than the timeouts: just slow.
+		p.setRule(firstN(3, anyRequest, fault{kind: delay, wait: time.Second}))
+		if got := readAll(t, s, "small", 0, -1); string(got) != "small" {
+			t.Fatalf("read %q", got)
+		}
+		// Longer than the header timeout (2s): that attempt is abandoned
+		// and retried.
+		p.setRule(firstN(1, isGet, fault{kind: delay, wait: 4 * time.Second}))
+		if got := readAll(t, s, "small", 0, -1); string(got) != "small" {
+			t.Fatalf("read %q", got)
+		}
+		if n := len(p.requests()); n != 2 {
+			t.Errorf("%d GETs, want 2 (one timed out, one retried)", n)
+		}
+		p.setRule(firstN(1, isPut, fault{kind: delay, wait: 5 * time.Second}))
+		if _, err := s.Put(ctx, "slow", strings.NewReader("slow"), 4, nil); err != nil {
+			t.Fatalf("Put after a stalled attempt: %v", err)
+		}
+	})
+}
+
+// TestReplacedDuringResume: when the object is replaced between a broken
+// body and its re-request, the read fails with ErrPreconditionFailed rather
+// than splicing two versions.
+func TestReplacedDuringResume(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(12, 4<<20)
+	if _, err := s.Put(t.Context(), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	bare := srv.SDKClient(t)
+	replace := func() {
+		_, err := bare.PutObject(context.Background(), &s3.PutObjectInput{
+			Bucket: aws.String(bucket), Key: aws.String("obj"), Body: bytes.NewReader(randomBytes(13, 4<<20)),
+		})
+		if err != nil {
+			t.Errorf("replacing obj: %v", err)
+		}
+	}
+	p.setRule(firstN(1, isGet, fault{kind: resetBody, after: 1 << 20, before: replace}))
+	rc, err := s.Get(t.Context(), "obj", 0, -1, backend.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if !errors.Is(err, backend.ErrPreconditionFailed) {
+		t.Fatalf("read across a replacement: %d bytes, err %v; want ErrPreconditionFailed", len(got), err)
+	}
+	if !bytes.Equal(got, data[:len(got)]) {
+		t.Error("bytes delivered before the failure are not the old version's")
+	}
+}
+
+// TestPermanentFaults: refused credentials and a missing bucket fail at
+// once (one request, no retries) with errors saying what is wrong.
+func TestPermanentFaults(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+
+	fast := func(t *testing.T, what string, start time.Time, maxReqs int) {
+		t.Helper()
+		// A hang detector with room for a loaded machine, far below what
+		// ten retries with backoff would take.
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %v: retried?", what, d)
+		}
+		if n := len(p.requests()); n > maxReqs {
+			t.Errorf("%s made %d requests, want at most %d (no retries)", what, n, maxReqs)
+		}
+	}
+
+	t.Run("403 at New", func(t *testing.T) {
+		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
+		start := time.Now()
+		_, err := faultStore(t, p, srv, bucket, nil)
+		if !errors.Is(err, backend.ErrAccessDenied) || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "access denied") {
+			t.Errorf("New: err = %v, want ErrAccessDenied", err)
+		}
+		fast(t, "New", start, 1)
+	})
+	t.Run("403 on GET", func(t *testing.T) {
+		p.setRule(nil)
+		s, err := faultStore(t, p, srv, bucket, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
+		start := time.Now()
+		_, err = s.Get(t.Context(), "k", 0, -1, backend.GetOptions{})
+		if !errors.Is(err, backend.ErrAccessDenied) || !strings.Contains(err.Error(), "lack permission") {
+			t.Errorf("Get: err = %v, want ErrAccessDenied", err)
+		}
+		fast(t, "Get", start, 1)
+		start = time.Now()
+		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
+		_, err = s.Put(t.Context(), "k", opaque{bytes.NewReader(randomBytes(3, 11<<20))}, -1, nil)
+		if !errors.Is(err, backend.ErrAccessDenied) {
+			t.Errorf("Put: err = %v, want ErrAccessDenied", err)
+		}
+		fast(t, "multipart Put", start, 2) // create refused, abort refused
+	})
+	t.Run("missing bucket", func(t *testing.T) {
+		p.setRule(nil)
+		start := time.Now()
+		_, err := faultStore(t, p, srv, "no-such-bucket-here", nil)
+		if !errors.Is(err, backend.ErrNotFound) || !errors.Is(err, backend.ErrPermanent) ||
+			!strings.Contains(err.Error(), `bucket "no-such-bucket-here" does not exist`) {
+			t.Errorf("New: err = %v, want a permanent ErrNotFound naming the bucket", err)
+		}
+		fast(t, "New", start, 1)
+	})
+	t.Run("bucket removed", func(t *testing.T) {
+		p.setRule(nil)
+		gone := srv.NewBucket(t)
+		s, err := faultStore(t, p, srv, gone, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.SDKClient(t).DeleteBucket(t.Context(), &s3.DeleteBucketInput{Bucket: aws.String(gone)}); err != nil {
+			t.Fatal(err)
+		}
+		p.setRule(nil)
+		start := time.Now()
+		_, err = s.Get(t.Context(), "k", 0, -1, backend.GetOptions{})
+		if !errors.Is(err, backend.ErrNotFound) || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("Get: err = %v, want a permanent ErrNotFound naming the bucket", err)
+		}
+		_, err = s.Put(t.Context(), "k", strings.NewReader("x"), 1, nil)
+		if !errors.Is(err, backend.ErrPermanent) || !strings.Contains(err.Error(), gone) {
+			t.Errorf("Put: err = %v, want a permanent error naming the bucket", err)
+		}
+		fast(t, "Get and Put", start, 2)
+	})
+}

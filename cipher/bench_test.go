@@ -6,6 +6,7 @@ import (
 	gocipher "crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"hash"
 	"io"
@@ -187,5 +188,20 @@ func BenchmarkSHA256(b *testing.B) {
 				m.Sum(sum[:0])
 			}
 		})
+	}
+}
+
+// BenchmarkUnlock is the cost of one passphrase unlock with the production
+// Argon2id parameters (what a guess costs an attacker, and what mounting
+// costs a user).
+func BenchmarkUnlock(b *testing.B) {
+	c, _, err := newConfig(rand.Reader, testPass, ConfigOptions{}, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := c.Unlock(testPass); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -40,8 +40,10 @@ type KDFParams struct {
 	Threads   uint8  // lanes
 }
 
-// DefaultKDF is what new passphrase vaults use: about a quarter of a second
-// on one core of a 2024 server, 64 MiB of memory.
+// DefaultKDF is what new passphrase vaults use: 64 MiB, 3 passes, 4 lanes,
+// a fraction of a second per unlock (BenchmarkUnlock; figures in
+// docs/FORMAT.md), which is also the cost of every guess an attacker with a
+// copy of the config makes.
 var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 
 // minKDF is the weakest set of parameters a config may ask for; anything

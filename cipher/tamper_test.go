@@ -55,6 +55,14 @@ func TestEveryByteFlipFails(t *testing.T) {
 		}
 		mut[i] ^= mask
 	}
+	// Every bit of the header, not just one per byte.
+	for i := 0; i < HeaderSize*8; i++ {
+		mut[i/8] ^= 1 << (i % 8)
+		if _, err := openAll(k, mut); err == nil {
+			t.Fatalf("flipping header bit %d went unnoticed", i)
+		}
+		mut[i/8] ^= 1 << (i % 8)
+	}
 	// The Reader path too, on header bytes and a sample of block bytes.
 	for i := 0; i < len(mut); i += 1 + i/64 {
 		mut[i] ^= 0x80

@@ -7,9 +7,12 @@ import (
 	"io"
 	"os"
 	"strings"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cache"
@@ -544,4 +547,84 @@ func TestConcurrentFiles(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestMetadataKeptWhenOpenedFromListing: a file opened with listing info
+// (no metadata) keeps its stored metadata through a content Sync(nil).
+func TestMetadataKeptWhenOpenedFromListing(t *testing.T) {
+	for _, how := range []string{"rewrite", "stream"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := testCtx(t)
+			v := newEnv(t, stores()[0].new(t), testKeys(t, 4096), nil)
+			f := v.eng.Create("l", map[string]string{"mode": "600"})
+			mustWrite(t, f, []byte("hello"), 0)
+			info := mustSync(t, f)
+			info.Metadata = nil // as from List
+			f, err := v.eng.Open(ctx, info)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if how == "stream" {
+				if err := f.Truncate(ctx, 0); err != nil {
+					t.Fatal(err)
+				}
+				writeSeq(t, f, pattern(5*4096, 1), 4096)
+			} else {
+				mustWrite(t, f, []byte("J"), 0)
+			}
+			mustSync(t, f)
+			st, err := v.store.Stat(ctx, "l")
+			if err != nil || st.Metadata["mode"] != "600" {
+				t.Fatalf("metadata after sync: %v, %v", st.Metadata, err)
+			}
+		})
+	}
+}
+
+// TestInflightShared: a reader of a block already being fetched waits for
+// that GET instead of issuing its own.
+func TestInflightShared(t *testing.T) {
+	ctx := testCtx(t)
+	v := newEnv(t, stores()[0].new(t), testKeys(t, 4096), nil)
+	f := v.eng.Create("i", nil)
+	writeSeq(t, f, pattern(16*4096, 1), 4096)
+	mustSync(t, f)
+	f = v.reopen(ctx, "i")
+	gate := make(chan struct{})
+	g := &gated{Store: v.eng.store, gate: gate}
+	v.eng.store = g
+	errs := make(chan error, 2)
+	read := func() {
+		buf := make([]byte, 100)
+		_, err := f.ReadAt(ctx, buf, 5*4096)
+		errs <- err
+	}
+	go read()
+	for g.gets.Load() == 0 {
+		runtime.Gosched()
+	}
+	go read()
+	time.Sleep(50 * time.Millisecond) // let the second reader find the fetch in flight
+	close(gate)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := g.gets.Load(); n != 1 {
+		t.Fatalf("two readers of one block issued %d GETs", n)
+	}
+}
+
+// gated holds every Get until gate is closed.
+type gated struct {
+	backend.Store
+	gate chan struct{}
+	gets atomic.Int64
+}
+
+func (g *gated) Get(ctx context.Context, key string, off, length int64, opts backend.GetOptions) (io.ReadCloser, error) {
+	g.gets.Add(1)
+	<-g.gate
+	return g.Store.Get(ctx, key, off, length, opts)
 }

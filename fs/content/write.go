@@ -267,11 +267,15 @@ func (f *File) startStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	meta, err := f.knownMeta(ctx)
+	if err != nil {
+		return err
+	}
 	e := f.e
 	pr, pw := io.Pipe()
 	sctx, cancel := context.WithCancel(e.ctx)
 	f.mu.Lock()
-	st := &stream{pw: pw, cancel: cancel, done: make(chan struct{}), key: f.key, meta: maps.Clone(f.meta), codec: c}
+	st := &stream{pw: pw, cancel: cancel, done: make(chan struct{}), key: f.key, meta: meta, codec: c}
 	f.st = st
 	f.mu.Unlock()
 	go func() {
@@ -500,8 +504,34 @@ func (f *File) finishStream(ctx context.Context, st *stream) (backend.ObjectInfo
 	if info.Metadata == nil {
 		info.Metadata = st.meta
 	}
-	f.commit(info, st.codec, nil)
+	f.commit(info, st.codec)
 	return info, true, nil
+}
+
+// knownMeta returns (a copy of) the stored object's metadata, asking the
+// store if the file was opened from a listing, which carries none: an
+// upload must not drop mode, owner and times kept there.
+func (f *File) knownMeta(ctx context.Context) (map[string]string, error) {
+	f.mu.Lock()
+	meta, exists, key := maps.Clone(f.meta), f.base.exists, f.key
+	f.mu.Unlock()
+	if meta != nil || !exists {
+		return meta, nil
+	}
+	st, err := f.e.store.Stat(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %q: %w", key, err)
+	}
+	meta = st.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	f.mu.Lock()
+	if f.meta == nil {
+		f.meta = maps.Clone(meta)
+	}
+	f.mu.Unlock()
+	return meta, nil
 }
 
 // rewrite uploads the whole file as a new object. wmu held.
@@ -511,11 +541,13 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 	if err != nil {
 		return backend.ObjectInfo{}, err
 	}
+	if meta == nil {
+		if meta, err = f.knownMeta(ctx); err != nil {
+			return backend.ObjectInfo{}, err
+		}
+	}
 	f.mu.Lock()
 	key, size, v, valid := f.key, f.size, f.base, f.baseValid
-	if meta == nil {
-		meta = maps.Clone(f.meta)
-	}
 	f.mu.Unlock()
 	if valid > 0 && v.codec != c {
 		panic("BUG: content: rewrite with a codec other than the base's")
@@ -590,7 +622,7 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 			}
 		}
 	}
-	f.commit(info, c, nil)
+	f.commit(info, c)
 	return info, nil
 }
 
@@ -644,7 +676,7 @@ func (f *File) blockForUpload(ctx context.Context, v version, valid, size int64,
 // commit makes info (written with codec c) the base: every dirty block is
 // now stored. In-memory dirty blocks go to the cache under the new version
 // (write-through). wmu held.
-func (f *File) commit(info backend.ObjectInfo, c codec, _ []uint64) {
+func (f *File) commit(info backend.ObjectInfo, c codec) {
 	e := f.e
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -334,7 +334,9 @@ func (s *Store) writeObject(ctx context.Context, op, key string, hdr header, fil
 		return 0, fmt.Errorf("local: %s %q: %w", op, key, classify(err))
 	}
 	committed = true
-	if err := syncDir(dir); err != nil {
+	// ErrNotExist: a concurrent Delete of the key already removed the new
+	// file and pruned the directory; this write is over and superseded.
+	if err := syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, fmt.Errorf("local: %s %q: fsync directory: %w", op, key, classify(err))
 	}
 	return n, nil
@@ -567,9 +569,15 @@ func (s *Store) DeleteMany(ctx context.Context, keys []string) error {
 	finish := func() error {
 		var first error
 		for _, dir := range dirs {
-			if err := syncDir(dir); err != nil && first == nil {
+			// A directory may be gone already, pruned by a concurrent
+			// delete once empty: then there is nothing left to sync.
+			if err := syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 				first = fmt.Errorf("local: delete: fsync directory: %w", classify(err))
 			}
+		}
+		// Prune only after every sync: pruning one directory can remove
+		// another one of the list, its parent.
+		for _, dir := range dirs {
 			s.prune(dir)
 		}
 		return first

@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
@@ -337,5 +339,41 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := New(f); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("New(file) = %v", err)
+	}
+}
+
+// TestConcurrentPutDeletePrune races Puts that create directories with
+// Deletes that prune them: no write may fail or vanish, and nothing is left
+// at the end.
+func TestConcurrentPutDeletePrune(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 40 {
+				k := fmt.Sprintf("x/y/z/g%d-%d", g, i)
+				if _, err := s.Put(ctx, k, strings.NewReader(k), -1, nil); err != nil {
+					t.Errorf("Put(%q): %v", k, err)
+					return
+				}
+				if st, err := s.Stat(ctx, k); err != nil || st.Size != int64(len(k)) {
+					t.Errorf("Stat(%q) right after Put: %+v, %v", k, st, err)
+					return
+				}
+				if err := s.Delete(ctx, k); err != nil {
+					t.Errorf("Delete(%q): %v", k, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := tree(t, dir); len(got) != 0 {
+		t.Errorf("left behind: %q", got)
 	}
 }

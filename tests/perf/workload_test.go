@@ -243,6 +243,18 @@ var sourceTree = sync.OnceValues(func() (*tree, error) {
 	return t, nil
 })
 
+// visibleFiles counts the files ls -lR lists: those without a component
+// starting with '.' (cmd/go has two .h.go files in testdata).
+func (t *tree) visibleFiles() int {
+	n := 0
+	for _, f := range t.files {
+		if !strings.HasPrefix(f.rel, ".") && !strings.Contains(f.rel, "/.") {
+			n++
+		}
+	}
+	return n
+}
+
 // countLsFiles counts regular-file lines ("-rw-r--r-- ...") in ls -lR output.
 func countLsFiles(out []byte) int {
 	n := 0

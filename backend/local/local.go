@@ -264,8 +264,11 @@ func readHeader(f *os.File) (h header, off, size int64, err error) {
 			return h, 0, 0, fmt.Errorf("%w: header not terminated", errCorrupt)
 		}
 	}
-	if err := json.Unmarshal(buf[len(magic):len(magic)+end], &h); err != nil || h.ETag == "" {
+	if err := json.Unmarshal(buf[len(magic):len(magic)+end], &h); err != nil {
 		return h, 0, 0, fmt.Errorf("%w: bad header: %v", errCorrupt, err)
+	}
+	if h.ETag == "" {
+		return h, 0, 0, fmt.Errorf("%w: header without an etag", errCorrupt)
 	}
 	off = int64(len(magic) + end + 1)
 	return h, off, fi.Size() - off, nil

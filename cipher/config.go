@@ -53,6 +53,12 @@ var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 // t=2) so a tampered config cannot downgrade the hash to near nothing.
 var minKDF = KDFParams{Time: 2, MemoryKiB: 32 << 10, Threads: 1}
 
+// MinimumKDF returns the weakest Argon2id parameters a config may ask for
+// (time 2, 32 MiB, 1 thread): the cheapest setting that a real s3cryptfs
+// binary accepts, e.g. for black-box tests that cannot use
+// AllowWeakKDFForTests because the vault is opened in another process.
+func MinimumKDF() KDFParams { return minKDF }
+
 // maxKDF bounds parameters read from storage: a config asking for more is
 // corrupt, not merely expensive, and must not make Unlock allocate terabytes.
 var maxKDF = KDFParams{Time: 64, MemoryKiB: 4 << 20, Threads: 64}

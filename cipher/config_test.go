@@ -168,8 +168,11 @@ func TestWeakKDFRefused(t *testing.T) {
 			t.Fatalf("NewConfig %+v: %v, want ErrWeakKDF", p, err)
 		}
 	}
+	if MinimumKDF() != minKDF || minKDF.Time > DefaultKDF.Time || minKDF.MemoryKiB > DefaultKDF.MemoryKiB {
+		t.Fatalf("MinimumKDF %+v is inconsistent with DefaultKDF %+v", MinimumKDF(), DefaultKDF)
+	}
 	m := *c
-	m.kdf = minKDF
+	m.kdf = MinimumKDF()
 	if _, err := parseConfig(m.Marshal(), false); err != nil {
 		t.Fatalf("minKDF refused: %v", err)
 	}

@@ -70,6 +70,10 @@ type version struct {
 	info   backend.ObjectInfo
 	size   int64 // plaintext size
 	codec  codec // nil until the header was read (encrypted objects)
+	// content names the bytes in cache keys: the ETag of the upload that
+	// wrote them. A metadata-only Copy changes the ETag (If-Match uses the
+	// new one) but not the bytes, so cached blocks stay valid.
+	content string
 }
 
 // dblock is a dirty block: in memory (data != nil, cap = block size) or in
@@ -107,7 +111,7 @@ func (e *Engine) Open(ctx context.Context, info backend.ObjectInfo) (*File, erro
 		return nil, fmt.Errorf("content: open %q: %w", info.Key, err)
 	}
 	f := e.newFile(info.Key, info.Metadata)
-	f.base = version{exists: true, info: info, size: size}
+	f.base = version{exists: true, info: info, size: size, content: info.ETag}
 	f.baseValid, f.size = size, size
 	f.seqFromZero = size == 0
 	if e.keys == nil {
@@ -209,7 +213,7 @@ func (f *File) Refresh(info backend.ObjectInfo) {
 		size = 0
 	}
 	info.Key = f.key
-	f.base = version{exists: true, info: info, size: size}
+	f.base = version{exists: true, info: info, size: size, content: info.ETag}
 	if f.e.keys == nil {
 		f.base.codec = plainCodec{id: "p:" + f.key}
 	}
@@ -254,7 +258,7 @@ func (f *File) loadHeader(ctx context.Context, v version, withBlock0 bool) error
 		// Best effort: a bad block 0 is reported by the read that needs it.
 		final := e.blockCount(v.size) == 1
 		if plain, err := c.open(nil, data[e.hdr:], 0, final); err == nil {
-			e.cache.Set(cache.Key{File: c.cacheID(), Version: v.info.ETag, Block: 0}, plain)
+			e.cache.Set(cache.Key{File: c.cacheID(), Version: v.content, Block: 0}, plain)
 		}
 	}
 	f.mu.Lock()
@@ -401,7 +405,7 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait b
 			if _, ok := res[i]; ok {
 				continue
 			}
-			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}); ok {
+			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
 				res[i] = b
 				continue
 			}
@@ -511,7 +515,7 @@ func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out
 			e.logCorrupt(v.info.Key, v.info.ETag, int64(i), err)
 			return fmt.Errorf("content: read %q block %d: %w", v.info.Key, i, err)
 		}
-		e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}, plain)
+		e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}, plain)
 		out[i] = plain
 	}
 	return nil

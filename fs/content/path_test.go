@@ -190,8 +190,22 @@ func TestMetadataOnlySync(t *testing.T) {
 	if _, err := f.Sync(ctx, map[string]string{"mode": "644"}); err != nil || v.store.copies.Load() != 1 {
 		t.Fatalf("idempotent Sync: %v, copies %d", err, v.store.copies.Load())
 	}
+	v.cache.Wait()
+	gets := v.store.gets.Load()
 	if got := readAll(t, ctx, f); string(got) != "x" {
 		t.Fatalf("content after metadata change %q", got)
+	}
+	if v.store.gets.Load() != gets {
+		t.Error("a metadata-only change made cached blocks unusable (GET issued)")
+	}
+	// A streamed file synced with metadata other than it started with.
+	g := v.eng.Create("m2", map[string]string{"mode": "600"})
+	writeSeq(t, g, pattern(10*4096, 1), 4096)
+	if _, err := g.Sync(ctx, map[string]string{"mode": "640"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := v.store.Stat(ctx, "m2"); err != nil || st.Metadata["mode"] != "640" || g.Info().ETag != st.ETag {
+		t.Fatalf("streamed file metadata %v, %v", st.Metadata, err)
 	}
 }
 

@@ -458,8 +458,8 @@ func (f *File) syncMeta(ctx context.Context, info backend.ObjectInfo, meta map[s
 	}
 	f.mu.Lock()
 	if f.base.info.ETag == info.ETag {
-		// Same bytes, new ETag: cached blocks of the old one stay valid
-		// but are keyed by ETag; they are simply refetched if needed.
+		// Same bytes, new ETag: base.content keeps naming the bytes, so
+		// the cached blocks stay in use.
 		f.base.info = ninfo
 		f.meta = maps.Clone(ninfo.Metadata)
 		if f.meta == nil {
@@ -617,7 +617,7 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 	// Write-through: verbatim blocks keep their plaintext under the new ETag.
 	if v.exists && v.codec != nil {
 		for _, i := range copied {
-			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.info.ETag, Block: i}); ok {
+			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
 				e.cache.Set(cache.Key{File: c.cacheID(), Version: info.ETag, Block: i}, b)
 			}
 		}
@@ -693,7 +693,7 @@ func (f *File) commit(info backend.ObjectInfo, c codec) {
 		}
 		f.dropLocked(i)
 	}
-	f.base = version{exists: true, info: info, size: f.size, codec: c}
+	f.base = version{exists: true, info: info, size: f.size, codec: c, content: info.ETag}
 	f.base.info.Key = f.key
 	f.baseValid = f.size
 	f.wcodec = c

@@ -1,0 +1,27 @@
+package content
+
+// Notes for the filesystem tree (the caller of this package):
+//
+//   - Keep one *File per inode while it has open handles (and while it is
+//     dirty); every handle gets its own *Handle from File.NewHandle and
+//     closes it on release. Handle.Close does not sync.
+//   - flush/fsync/release call File.Sync(ctx, meta) and report its error
+//     (EIO; ENOSPC is only ever returned by WriteAt, when the spool disk is
+//     full). meta nil means "keep the stored metadata"; pass the full map
+//     (mode, uid, gid, mtime) when it changed: a clean file then costs one
+//     server-side Copy, a dirty one carries it in its upload.
+//   - Sync on a clean file with unchanged meta is free (no request, unless
+//     the File was opened from listing info without metadata: one Stat).
+//   - Rename: Sync first, then Copy+Delete, then File.Refresh(copyInfo)
+//     (Refresh adopts info.Key and the new ETag; SetKey alone keeps the old
+//     ETag, and If-Match reads fail if the store gave the copy a new one).
+//   - Refresh(info) when Stat/List shows a new ETag for a clean file; it is
+//     ignored while the file is dirty or being synced (local state wins).
+//   - Errors: errors.Is(err, cipher.ErrCorrupt) -> EIO (already logged, once,
+//     with the key and block); backend.ErrPreconditionFailed from ReadAt ->
+//     the object was replaced behind our back (ESTALE or EIO; Refresh and
+//     retry is the way to read the new version); backend.ErrNotFound,
+//     ErrAccessDenied pass through wrapped.
+//   - Engine.Close aborts uploads still streaming: sync every dirty file
+//     before closing the engine.
+//   - With Options.Cache nil there is no readahead (it fills the cache).

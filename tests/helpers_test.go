@@ -170,7 +170,24 @@ func (st *store) mount(t *testing.T, extra ...string) *mount {
 // returns the result whatever it is.
 func (st *store) tryMount(t *testing.T, opts ...string) (*mount, result) {
 	t.Helper()
-	m := &mount{dir: t.TempDir(), log: filepath.Join(t.TempDir(), "mount.log"), st: st, t: t}
+	return st.tryMountAt(t, t.TempDir(), opts...)
+}
+
+// remount unmounts m and mounts the store again on the same directory with
+// the test passphrase and extra options.
+func (m *mount) remount(extra ...string) *mount {
+	m.t.Helper()
+	m.unmount()
+	n, r := m.st.tryMountAt(m.t, m.dir, append([]string{"--passphrase-file", passFile(m.t, passphrase)}, extra...)...)
+	if r.code != 0 {
+		m.t.Fatalf("remount: exit %d: %s\nlog:\n%s", r.code, r.stderr, readLog(n.log))
+	}
+	return n
+}
+
+func (st *store) tryMountAt(t *testing.T, dir string, opts ...string) (*mount, result) {
+	t.Helper()
+	m := &mount{dir: dir, log: filepath.Join(t.TempDir(), "mount.log"), st: st, t: t}
 	args := append([]string{"mount", "--log-file", m.log, "--attr-timeout", "200ms"}, st.args...)
 	args = append(append(args, opts...), st.spec, m.dir)
 	r := st.run(t, nil, args...)

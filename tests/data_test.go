@@ -1,0 +1,540 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+)
+
+// fio runs fio with args, bounded in time, and fails the test with its
+// output if it reports an error.
+func fio(t *testing.T, args ...string) {
+	t.Helper()
+	if _, err := exec.LookPath("fio"); err != nil {
+		t.Fatal("fio is not installed (apt-get install fio)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "fio", args...).CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("verify: bad")) || bytes.Contains(out, []byte("err=")) && !bytes.Contains(out, []byte("err= 0")) {
+		t.Fatalf("fio %v: %v\n%s", args, err, out)
+	}
+}
+
+// TestFioVerify: random writes of mixed sizes into a 64 MiB file, verified
+// by fio in the same mount, then again after unmount and remount.
+func TestFioVerify(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t)
+		job := []string{"--name=v", "--filename=" + m.path("fio.dat"), "--size=64m", "--rw=randwrite",
+			"--bsrange=1k-256k", "--verify=crc32c", "--direct=0", "--ioengine=psync", "--randrepeat=1",
+			"--verify_fatal=1"}
+		fio(t, append(job, "--do_verify=1")...)
+		m = m.remount()
+		fio(t, append(job, "--verify_only=1")...)
+		if fi, err := os.Stat(m.path("fio.dat")); err != nil || fi.Size() != 64<<20 {
+			t.Fatalf("fio.dat after remount: %v %v", fi, err)
+		}
+	})
+}
+
+// gen is a deterministic byte stream (ChaCha8 from a fixed seed), so a
+// large file can be checked without keeping a copy.
+func gen(seed uint64) io.Reader {
+	var s [32]byte
+	s[0] = byte(seed)
+	return mrand.NewChaCha8(s)
+}
+
+// TestLargeFile writes 1 GiB through the mount on MinIO (a streamed
+// multipart upload), and reads it back after a remount with the same
+// SHA-256.
+func TestLargeFile(t *testing.T) {
+	st := newStore(t, "minio")
+	st.init(t)
+	m := st.mount(t)
+	const size = 1 << 30
+	f, err := os.Create(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	start := time.Now()
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(gen(1), size), make([]byte, 1<<20))
+	if err != nil || n != size {
+		t.Fatalf("write: %d bytes, %v", n, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close (upload): %v", err)
+	}
+	wrote := time.Since(start)
+	want := h.Sum(nil)
+	m = m.remount()
+	start = time.Now()
+	r, err := os.Open(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h.Reset()
+	if n, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil || n != size {
+		t.Fatalf("read back: %d bytes, %v", n, err)
+	}
+	if !bytes.Equal(h.Sum(nil), want) {
+		t.Fatal("1 GiB file read back with a different SHA-256")
+	}
+	t.Logf("1 GiB: write+close %v (%.0f MiB/s), read after remount %v (%.0f MiB/s)",
+		wrote, 1024/wrote.Seconds(), time.Since(start), 1024/time.Since(start).Seconds())
+}
+
+// TestCiphertextAtRest: what the store holds is ciphertext, and its size is
+// the one docs/FORMAT.md gives (cipher.Layout).
+func TestCiphertextAtRest(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		const bs = 16 << 10
+		st.init(t, "--block-size", "16KiB")
+		m := st.mount(t)
+		marker := []byte("PLAINTEXT-MARKER-s3cryptfs-")
+		layout := cipher.NewLayout(bs)
+		for _, n := range []int{0, 1, bs - 1, bs, bs + 1, 200000} {
+			name := fmt.Sprintf("f%d", n)
+			data := bytes.Repeat(marker, n/len(marker)+1)[:n]
+			writeFile(t, m.path(name), string(data))
+			raw := st.raw(t, name)
+			if n >= len(marker) && bytes.Contains(raw, marker) {
+				t.Fatalf("%s: raw object contains the plaintext marker", name)
+			}
+			if want := layout.PlainSizeToCipherSize(int64(n)); int64(len(raw)) != want {
+				t.Fatalf("%s: object is %d bytes, format says %d for %d plaintext bytes", name, len(raw), want, n)
+			}
+			wantContent(t, m.path(name), string(data))
+		}
+	})
+}
+
+// TestPersistence: content, sizes, modes, owners, mtimes, symlinks and
+// empty directories survive unmount and remount.
+func TestPersistence(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t)
+		mt := time.Date(2020, 1, 2, 3, 4, 5, 600700800, time.UTC)
+		big := make([]byte, 333333)
+		rand.Read(big)
+		must := func(what string, err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+		must("mkdir", os.MkdirAll(m.path("a/b/empty"), 0o711))
+		must("mkdir", os.Mkdir(m.path("emptytop"), 0o700))
+		must("write", os.WriteFile(m.path("a/b/big"), big, 0o600))
+		must("write", os.WriteFile(m.path("a/small"), []byte("small"), 0o644))
+		must("write", os.WriteFile(m.path("zero"), nil, 0o644))
+		// chown clears set-user-ID (POSIX), so chmod comes after it.
+		must("chown", os.Chown(m.path("a/small"), 4242, 2424))
+		must("chmod", unix.Chmod(m.path("a/small"), 0o4751)) // os.Chmod drops 0o4000
+		must("chtimes", os.Chtimes(m.path("a/small"), mt, mt))
+		must("symlink", os.Symlink("../a/b/big", m.path("a/link")))
+		must("lchown", os.Lchown(m.path("a/link"), 77, 88))
+		m = m.remount()
+		if got := names(t, m.dir); got != "a/ emptytop/ zero" {
+			t.Fatalf("root: %q", got)
+		}
+		if got := names(t, m.path("a")); got != "b/ link@ small" {
+			t.Fatalf("a: %q", got)
+		}
+		if got := names(t, m.path("a/b")); got != "big empty/" {
+			t.Fatalf("a/b: %q", got)
+		}
+		got, err := os.ReadFile(m.path("a/b/big"))
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("big: %v", err)
+		}
+		wantContent(t, m.path("a/small"), "small")
+		wantContent(t, m.path("zero"), "")
+		var s unix.Stat_t
+		must("stat", unix.Stat(m.path("a/small"), &s))
+		if s.Mode&0o7777 != 0o4751 || s.Uid != 4242 || s.Gid != 2424 || s.Mtim.Nano() != mt.UnixNano() || s.Size != 5 {
+			t.Fatalf("small: mode %o uid %d gid %d mtime %d size %d", s.Mode&0o7777, s.Uid, s.Gid, s.Mtim.Nano(), s.Size)
+		}
+		must("stat", unix.Stat(m.path("a/b/big"), &s))
+		if s.Mode&0o777 != 0o600 || s.Size != int64(len(big)) {
+			t.Fatalf("big: mode %o size %d", s.Mode&0o777, s.Size)
+		}
+		must("stat", unix.Stat(m.path("a/b/empty"), &s))
+		if s.Mode&0o777 != 0o711 || s.Mode&unix.S_IFMT != unix.S_IFDIR {
+			t.Fatalf("empty dir: mode %o", s.Mode)
+		}
+		must("lstat", unix.Lstat(m.path("a/link"), &s))
+		if s.Mode&unix.S_IFMT != unix.S_IFLNK || s.Uid != 77 || s.Gid != 88 {
+			t.Fatalf("link: mode %o uid %d gid %d", s.Mode, s.Uid, s.Gid)
+		}
+		if tgt, err := os.Readlink(m.path("a/link")); err != nil || tgt != "../a/b/big" {
+			t.Fatalf("readlink: %q %v", tgt, err)
+		}
+		got, err = os.ReadFile(m.path("a/link"))
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("read through link: %v", err)
+		}
+	})
+}
+
+// TestWrongPassphrase: a wrong passphrase refuses the mount with a clear
+// message and a non-zero exit, and nothing is mounted.
+func TestWrongPassphrase(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m, r := st.tryMount(t, "--passphrase-file", passFile(t, "not the passphrase"))
+		if r.code != 1 || !strings.Contains(r.stderr, "wrong passphrase or key file") {
+			t.Fatalf("wrong passphrase: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if isMounted(m.dir) {
+			t.Fatal("mounted despite the wrong passphrase")
+		}
+		m, r = st.tryMount(t, "--client-encryption=false")
+		if r.code != 1 || !strings.Contains(r.stderr, "encrypted vault") || isMounted(m.dir) {
+			t.Fatalf("--client-encryption=false on a vault: exit %d, stderr %q", r.code, r.stderr)
+		}
+		// The passphrase may also come from the environment.
+		m, r = st.tryMount(t)
+		if r.code == 0 {
+			t.Fatal("mount without any passphrase source succeeded")
+		}
+		args := append([]string{"mount", "--log-file", m.log}, st.args...)
+		r = st.run(t, []string{"S3CRYPTFS_PASSPHRASE=" + passphrase}, append(args, st.spec, m.dir)...)
+		if r.code != 0 || !isMounted(m.dir) {
+			t.Fatalf("mount with S3CRYPTFS_PASSPHRASE: exit %d %s", r.code, r.stderr)
+		}
+	})
+}
+
+// TestNoVault: mounting a store without a vault config is refused (unless
+// client-side encryption is off).
+func TestNoVault(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		m, r := st.tryMount(t, "--passphrase-file", passFile(t, passphrase))
+		if r.code != 1 || !strings.Contains(r.stderr, "s3cryptfs init") || isMounted(m.dir) {
+			t.Fatalf("mount without vault: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+}
+
+// TestCorruptObject: a flipped byte in an object gives EIO on read and a
+// log line naming the object; other files still read.
+func TestCorruptObject(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t)
+		data := bytes.Repeat([]byte("0123456789abcdef"), 20000)
+		writeFile(t, m.path("victim.bin"), string(data))
+		writeFile(t, m.path("bystander.bin"), "unharmed")
+		m.unmount()
+		st.corrupt(t, "victim.bin", cipher.HeaderSize+cipher.NonceSize+100) // inside block 0's ciphertext
+		m, r := st.tryMountAt(t, m.dir, "--passphrase-file", passFile(t, passphrase))
+		if r.code != 0 {
+			t.Fatalf("remount: %s", r.stderr)
+		}
+		_, err := os.ReadFile(m.path("victim.bin"))
+		wantErrno(t, "read corrupted object", err, syscall.EIO)
+		wantContent(t, m.path("bystander.bin"), "unharmed")
+		// A read of an untouched later block still works.
+		f, err := os.Open(m.path("victim.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := make([]byte, 16)
+		if _, err := f.ReadAt(buf, 200000); err != nil || string(buf) != "0123456789abcdef" {
+			t.Fatalf("read of an intact block: %q %v", buf, err)
+		}
+		log := readLog(m.log)
+		if !strings.Contains(log, "victim.bin") || !strings.Contains(strings.ToLower(log), "corrupt") {
+			t.Fatalf("log does not name the corrupted object:\n%s", log)
+		}
+	})
+}
+
+// TestConcurrentClients: parallel writers on different files and a reader
+// of a file during writes, through the real binary (run with -race: the
+// detector sees this process; fs/ has the in-process equivalent).
+func TestConcurrentClients(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t)
+		stable := make([]byte, 500000)
+		rand.Read(stable)
+		if err := os.WriteFile(m.path("stable"), stable, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		const writers = 6
+		var wg sync.WaitGroup
+		errc := make(chan error, writers+1)
+		stop := make(chan struct{})
+		for i := 0; i < writers; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				data := make([]byte, 2<<20+i*12345)
+				io.ReadFull(gen(uint64(i+10)), data)
+				p := m.path(fmt.Sprintf("w%d", i))
+				f, err := os.Create(p)
+				if err != nil {
+					errc <- err
+					return
+				}
+				for off := 0; off < len(data); off += 100000 {
+					if _, err := f.Write(data[off:min(off+100000, len(data))]); err != nil {
+						errc <- err
+						return
+					}
+				}
+				if err := f.Close(); err != nil {
+					errc <- fmt.Errorf("close w%d: %w", i, err)
+					return
+				}
+				got, err := os.ReadFile(p)
+				if err != nil || !bytes.Equal(got, data) {
+					errc <- fmt.Errorf("w%d read back: %v (len %d)", i, err, len(got))
+				}
+			}(i)
+		}
+		var rg sync.WaitGroup
+		rg.Add(1)
+		go func() {
+			defer rg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				got, err := os.ReadFile(m.path("stable"))
+				if err != nil || !bytes.Equal(got, stable) {
+					errc <- fmt.Errorf("reader during writes: %v", err)
+					return
+				}
+			}
+		}()
+		wg.Wait()
+		close(stop)
+		rg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
+	})
+}
+
+// ssecHeaders returns the SSE-C request fields for key.
+func ssecHeaders(key []byte) (alg, k, md *string) {
+	sum := md5.Sum(key)
+	return aws.String("AES256"), aws.String(base64.StdEncoding.EncodeToString(key)), aws.String(base64.StdEncoding.EncodeToString(sum[:]))
+}
+
+// TestServerSideEncryption: with --sse s3, kms and c the objects carry that
+// encryption (HeadObject through the bare SDK) and read back after a
+// remount; with --client-encryption=false and --sse kms another S3 client
+// reads the plaintext.
+func TestServerSideEncryption(t *testing.T) {
+	keyFile := func(t *testing.T) (string, []byte) {
+		k := make([]byte, 32)
+		rand.Read(k)
+		p := filepath.Join(t.TempDir(), "ssec.key")
+		if err := os.WriteFile(p, k, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p, k
+	}
+	for _, mode := range []string{"s3", "kms", "c"} {
+		t.Run(mode, func(t *testing.T) {
+			st := newStore(t, "minio")
+			opts := []string{"--sse", mode}
+			var key []byte
+			switch mode {
+			case "kms":
+				opts = append(opts, "--sse-kms-key-id", st.srv.KMSKeyID)
+			case "c":
+				var p string
+				p, key = keyFile(t)
+				opts = append(opts, "--sse-c-key-file", p)
+			}
+			st.args = append(st.args, opts...)
+			st.init(t)
+			m := st.mount(t)
+			writeFile(t, m.path("f"), "server-side too")
+			m.unmount()
+
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			in := &s3.HeadObjectInput{Bucket: aws.String(st.bucket), Key: aws.String("f")}
+			if key != nil {
+				in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = ssecHeaders(key)
+			}
+			head, err := st.srv.SDKClient(t).HeadObject(ctx, in)
+			if err != nil {
+				t.Fatalf("head: %v", err)
+			}
+			switch mode {
+			case "s3":
+				if head.ServerSideEncryption != types.ServerSideEncryptionAes256 {
+					t.Fatalf("SSE = %q, want AES256", head.ServerSideEncryption)
+				}
+			case "kms":
+				if head.ServerSideEncryption != types.ServerSideEncryptionAwsKms {
+					t.Fatalf("SSE = %q, want aws:kms", head.ServerSideEncryption)
+				}
+			case "c":
+				if aws.ToString(head.SSECustomerAlgorithm) != "AES256" {
+					t.Fatalf("SSE-C algorithm = %q", aws.ToString(head.SSECustomerAlgorithm))
+				}
+				// Without the key, the object cannot even be read raw.
+				_, err := st.srv.SDKClient(t).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.bucket), Key: aws.String("f")})
+				if err == nil {
+					t.Fatal("SSE-C object readable without the key")
+				}
+			}
+			m = st.mount(t)
+			wantContent(t, m.path("f"), "server-side too")
+		})
+	}
+
+	t.Run("kms without client encryption", func(t *testing.T) {
+		st := newStore(t, "minio")
+		st.args = append(st.args, "--sse", "kms", "--sse-kms-key-id", st.srv.KMSKeyID, "--client-encryption=false")
+		m, r := st.tryMount(t)
+		if r.code != 0 {
+			t.Fatalf("mount: %d %s", r.code, r.stderr)
+		}
+		writeFile(t, m.path("plain.txt"), "readable by any S3 client")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := st.srv.SDKClient(t)
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.bucket), Key: aws.String("plain.txt")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(out.Body)
+		out.Body.Close()
+		if string(b) != "readable by any S3 client" || out.ServerSideEncryption != types.ServerSideEncryptionAwsKms {
+			t.Fatalf("bare GET: %q, SSE %q", b, out.ServerSideEncryption)
+		}
+	})
+
+	t.Run("SSE-C wrong key", func(t *testing.T) {
+		st := newStore(t, "minio")
+		p1, _ := keyFile(t)
+		p2, _ := keyFile(t)
+		base := append([]string{}, st.args...)
+		st.args = append(base, "--sse", "c", "--sse-c-key-file", p1, "--client-encryption=false")
+		m, r := st.tryMount(t)
+		if r.code != 0 {
+			t.Fatalf("mount: %d %s", r.code, r.stderr)
+		}
+		writeFile(t, m.path("secret"), "needs key one")
+		m.unmount()
+		st.args = append(base, "--sse", "c", "--sse-c-key-file", p2, "--client-encryption=false")
+		m, r = st.tryMount(t)
+		if r.code != 0 {
+			t.Fatalf("mount: %d %s", r.code, r.stderr)
+		}
+		_, err := os.ReadFile(m.path("secret"))
+		if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EIO) {
+			t.Fatalf("read with the wrong SSE-C key: %v, want EACCES or EIO", err)
+		}
+		if log := readLog(m.log); !strings.Contains(log, "secret") || !strings.Contains(log, "SSE-C") {
+			t.Fatalf("log does not explain the failed read:\n%s", log)
+		}
+
+		// With client-side encryption on, the vault config itself is
+		// unreadable with the wrong key: the mount is refused.
+		st2 := newStore(t, "minio")
+		base2 := append([]string{}, st2.args...)
+		st2.args = append(base2, "--sse", "c", "--sse-c-key-file", p1)
+		st2.init(t)
+		st2.args = append(base2, "--sse", "c", "--sse-c-key-file", p2)
+		m, r = st2.tryMount(t, "--passphrase-file", passFile(t, passphrase))
+		if r.code != 1 || isMounted(m.dir) {
+			t.Fatalf("vault mount with the wrong SSE-C key: exit %d %s", r.code, r.stderr)
+		}
+		t.Logf("wrong SSE-C key on a vault: %s", strings.TrimSpace(r.stderr))
+	})
+}
+
+// TestMountErrors: bad stores and options give a clear message, a non-zero
+// exit, and no mount.
+func TestMountErrors(t *testing.T) {
+	st := newStore(t, "minio")
+	pf := passFile(t, passphrase)
+	kf := filepath.Join(t.TempDir(), "ssec.key")
+	if err := os.WriteFile(kf, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		spec string
+		env  []string
+		args []string
+		code int
+		msg  string
+	}{
+		{"unknown bucket", "s3://no-such-bucket-s3cryptfs", nil, nil, 1, "no-such-bucket"},
+		{"missing credentials", st.spec, []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_EC2_METADATA_DISABLED=true",
+			"AWS_SHARED_CREDENTIALS_FILE=/nonexistent", "AWS_CONFIG_FILE=/nonexistent"}, nil, 1, "credential"},
+		{"SSE-C over http", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9", "--allow-http", "--sse", "c", "--sse-c-key-file", kf}, 1, "http"},
+		{"http without opt-in", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9"}, 1, "--allow-http"},
+		{"bad sse value", st.spec, nil, []string{"--sse", "rot13"}, 2, "--sse"},
+		{"unknown option", st.spec, nil, []string{"--no-such-option"}, 2, "no-such-option"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			args := append([]string{"mount", "--passphrase-file", pf, "--log-file", filepath.Join(t.TempDir(), "log")}, st.args...)
+			args = append(append(args, c.args...), c.spec, mnt)
+			r := st.run(t, c.env, args...)
+			t.Cleanup(func() {
+				if isMounted(mnt) {
+					syscall.Unmount(mnt, unix.MNT_DETACH)
+				}
+			})
+			if r.code != c.code || !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(c.msg)) {
+				t.Fatalf("exit %d (want %d), stderr %q (want it to mention %q)", r.code, c.code, r.stderr, c.msg)
+			}
+			if isMounted(mnt) {
+				t.Fatal("something was mounted")
+			}
+		})
+	}
+	r := st.run(t, nil, "mount", st.spec)
+	if r.code != 2 {
+		t.Fatalf("mount with one operand: exit %d, want 2", r.code)
+	}
+	r = st.run(t, nil, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "s3cryptfs ") {
+		t.Fatalf("version: %d %q", r.code, r.stdout)
+	}
+}

@@ -298,30 +298,61 @@ func (u *upload) abort(ctx context.Context) {
 	})
 }
 
-// bufferPool recycles part buffers between uploads. It is a sync.Pool so
-// that buffers idle across garbage collections are returned to the system;
-// how many are in use at once is bounded by each upload, not here.
+// bufferPool recycles part buffers between parts and uploads, so a
+// streamed upload allocates its Concurrency+1 buffers once instead of one
+// per part. It keeps at most max idle buffers, and drops them all after
+// idleTrim without use, so an idle store holds no part memory.
+//
+// (A sync.Pool would be simpler, but it empties at every garbage
+// collection: the dropped buffers stay counted in the heap until the next
+// cycle while fresh ones are allocated, which doubles peak memory during a
+// long upload.)
 type bufferPool struct {
-	pool sync.Pool
+	free  chan []byte
+	mu    sync.Mutex
+	timer *time.Timer
 }
 
-func newBufferPool() *bufferPool { return &bufferPool{} }
+const idleTrim = 30 * time.Second
+
+func newBufferPool(max int) *bufferPool {
+	p := &bufferPool{free: make(chan []byte, max)}
+	p.timer = time.AfterFunc(idleTrim, p.trim)
+	return p
+}
 
 // get returns a buffer of length size.
 func (p *bufferPool) get(size int64) []byte {
 	for {
-		bp, _ := p.pool.Get().(*[]byte)
-		if bp == nil {
+		select {
+		case b := <-p.free:
+			if int64(cap(b)) >= size {
+				return b[:size]
+			}
+			// A smaller buffer from before a part size change: drop it.
+		default:
 			return make([]byte, size)
 		}
-		if int64(cap(*bp)) >= size {
-			return (*bp)[:size]
-		}
-		// A smaller buffer from before a part size change: drop it.
 	}
 }
 
 func (p *bufferPool) put(b []byte) {
-	b = b[:cap(b)]
-	p.pool.Put(&b)
+	select {
+	case p.free <- b[:cap(b)]:
+	default: // enough idle buffers already
+	}
+	p.mu.Lock()
+	p.timer.Reset(idleTrim)
+	p.mu.Unlock()
+}
+
+// trim drops the idle buffers.
+func (p *bufferPool) trim() {
+	for {
+		select {
+		case <-p.free:
+		default:
+			return
+		}
+	}
 }

@@ -196,7 +196,7 @@ func newStore(ctx context.Context, cfg Config, to *timeouts, retryBase time.Dura
 	if err != nil {
 		return nil, err
 	}
-	s.bufs = newBufferPool()
+	s.bufs = newBufferPool(s.concurrency + 1)
 
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) {

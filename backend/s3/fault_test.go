@@ -32,13 +32,13 @@ import (
 type faultKind int
 
 const (
-	pass       faultKind = iota
-	slowDown             // 503 SlowDown, request not forwarded
-	internal             // 500 InternalError, request not forwarded
-	forbidden            // 403 AccessDenied, request not forwarded
-	delay                // wait, then forward
-	resetBody            // forward; cut the connection (RST) after some body bytes
-	stallBody            // forward; stop sending after some body bytes
+	pass      faultKind = iota
+	slowDown            // 503 SlowDown, request not forwarded
+	internal            // 500 InternalError, request not forwarded
+	forbidden           // 403 AccessDenied, request not forwarded
+	delay               // wait, then forward
+	resetBody           // forward; cut the connection (RST) after some body bytes
+	stallBody           // forward; stop sending after some body bytes
 )
 
 type fault struct {
@@ -140,7 +140,9 @@ func firstN(n int, match func(r *http.Request) bool, f fault) func(r *http.Reque
 
 func anyRequest(*http.Request) bool { return true }
 
-func isGet(r *http.Request) bool { return r.Method == http.MethodGet && !r.URL.Query().Has("list-type") }
+func isGet(r *http.Request) bool {
+	return r.Method == http.MethodGet && !r.URL.Query().Has("list-type")
+}
 
 func isPut(r *http.Request) bool { return r.Method == http.MethodPut }
 

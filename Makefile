@@ -11,13 +11,19 @@ BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 # Tests find the pinned MinIO here (internal/miniotest); override to use another.
 export S3CRYPTFS_MINIO_BIN ?= $(TOOLS)/minio
 
-.PHONY: help build test test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
+.PHONY: help build demo test test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build bin/s3cryptfs
 	$(GO) build -o bin/s3cryptfs ./cmd/s3cryptfs
+
+demo: build ## create a vault in ./vault (asks a passphrase) and mount it on ./mnt
+	@mkdir -p vault mnt
+	@[ -e vault/.s3cryptfs.conf.obj ] || ./bin/s3cryptfs init vault
+	./bin/s3cryptfs mount vault mnt
+	@echo "mounted ./vault on ./mnt; unmount with: bin/s3cryptfs unmount mnt"
 
 test: build minio-bin ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
 	$(GO) test -race -timeout 40m -count=1 ./...

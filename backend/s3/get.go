@@ -241,11 +241,19 @@ func (r *reader) release() {
 	body, cancel := r.body, r.cancel
 	r.body, r.cancel = nil, nil
 	r.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if body != nil && r.end >= 0 && r.pos >= r.end {
+		// All bytes are in, but net/http returns the connection to the
+		// pool only once the body has reported io.EOF; without this read
+		// every ranged GET would pay for a new TLS connection. At the end
+		// of the announced length it returns at once.
+		var one [1]byte
+		_, _ = body.Read(one[:])
 	}
 	if body != nil {
 		body.Close()
+	}
+	if cancel != nil {
+		cancel()
 	}
 }
 

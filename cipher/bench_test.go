@@ -10,7 +10,9 @@ import (
 	"crypto/sha256"
 	"hash"
 	"io"
+	"slices"
 	"testing"
+	"time"
 
 	sha256simd "github.com/minio/sha256-simd"
 )
@@ -204,4 +206,135 @@ func BenchmarkUnlock(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkVsBare interleaves the format's Seal (or Open) with bare
+// AES-256-GCM on the same 64 KiB plaintext, alternating which goes first,
+// and reports the format's throughput as a percentage of bare
+// ("%of-bare", from the median time of each). Interleaving at block
+// granularity exposes both to the same load, so the ratio stays meaningful
+// on a shared, busy machine where separate sub-benchmarks drift apart.
+func BenchmarkVsBare(b *testing.B) {
+	plain := pattern(DefaultBlockSize, 1)
+	for _, op := range []string{"Seal", "Open"} {
+		b.Run(op, func(b *testing.B) {
+			fk, err := testKeys(b, DefaultBlockSize).NewFile()
+			if err != nil {
+				b.Fatal(err)
+			}
+			aead := bareGCM(b)
+			nonce := make([]byte, NonceSize)
+			sealedFmt := fk.Seal(nil, plain, 7, false)
+			sealedBare := aead.Seal(nil, nonce, plain, nil)
+			out := make([]byte, 0, DefaultBlockSize+BlockOverhead)
+			format := func() {
+				if op == "Seal" {
+					out = fk.Seal(out[:0], plain, 7, false)
+				} else if out, err = fk.Open(out[:0], sealedFmt, 7, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			bare := func() {
+				if op == "Seal" {
+					out = aead.Seal(out[:0], nonce, plain, nil)
+				} else if out, err = aead.Open(out[:0], nonce, sealedBare, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(2 * DefaultBlockSize)
+			mf, mb := interleave(b, format, bare)
+			b.ReportMetric(100*float64(mb)/float64(mf), "%of-bare")
+			b.ReportMetric(float64(DefaultBlockSize)/mf.Seconds()/1e6, "format-MB/s")
+			b.ReportMetric(float64(DefaultBlockSize)/mb.Seconds()/1e6, "bare-MB/s")
+		})
+	}
+}
+
+// interleave runs a and c alternately (swapping which goes first on every
+// iteration) and returns the median time of each.
+func interleave(b *testing.B, a, c func()) (ma, mc time.Duration) {
+	var ta, tc []time.Duration
+	for i := 0; b.Loop(); i++ {
+		first, second := a, c
+		if i%2 == 1 {
+			first, second = c, a
+		}
+		t0 := time.Now()
+		first()
+		t1 := time.Now()
+		second()
+		t2 := time.Now()
+		if i%2 == 0 {
+			ta, tc = append(ta, t1.Sub(t0)), append(tc, t2.Sub(t1))
+		} else {
+			tc, ta = append(tc, t1.Sub(t0)), append(ta, t2.Sub(t1))
+		}
+	}
+	return median(ta), median(tc)
+}
+
+// BenchmarkSHA256VsSIMD interleaves crypto/sha256 and minio/sha256-simd on
+// the same input (batched so that each timed sample is at least ~64 KiB of
+// hashing) and reports sha256-simd's speed as a percentage of
+// crypto/sha256's ("simd-%of-crypto"; above 100 means simd is faster).
+func BenchmarkSHA256VsSIMD(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"32B", 32}, {"64KiB", 64 << 10}, {"8MiB", 8 << 20}} {
+		data := pattern(c.n, 9)
+		reps := max(1, (64<<10)/c.n)
+		run := func(newH func() hash.Hash) func() {
+			h := newH()
+			var sum [32]byte
+			return func() {
+				for range reps {
+					h.Reset()
+					h.Write(data)
+					h.Sum(sum[:0])
+				}
+			}
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(2 * c.n * reps))
+			mc, ms := interleave(b, run(sha256.New), run(sha256simd.New))
+			b.ReportMetric(100*float64(mc)/float64(ms), "simd-%of-crypto")
+			b.ReportMetric(float64(c.n*reps)/mc.Seconds()/1e6, "crypto-MB/s")
+			b.ReportMetric(float64(c.n*reps)/ms.Seconds()/1e6, "simd-MB/s")
+		})
+	}
+	// This package's own uses: one HKDF subkey, one HMAC commitment.
+	master, msg := pattern(32, 1), pattern(132, 2)
+	for _, c := range []struct {
+		name string
+		op   func(func() hash.Hash)
+	}{
+		{"HKDF", func(h func() hash.Hash) { _, _ = hkdf.Key(h, master, nil, labelKeyID, 16) }},
+		{"HMAC", func(h func() hash.Hash) {
+			m := hmac.New(h, master)
+			m.Write(msg)
+			m.Sum(nil)
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			const reps = 100
+			batch := func(h func() hash.Hash) func() {
+				return func() {
+					for range reps {
+						c.op(h)
+					}
+				}
+			}
+			mc, ms := interleave(b, batch(sha256.New), batch(sha256simd.New))
+			b.ReportMetric(100*float64(mc)/float64(ms), "simd-%of-crypto")
+			b.ReportMetric(float64(mc.Nanoseconds())/reps, "crypto-ns/op")
+			b.ReportMetric(float64(ms.Nanoseconds())/reps, "simd-ns/op")
+		})
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

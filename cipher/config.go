@@ -5,12 +5,12 @@ import (
 	"crypto/aes"
 	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"sync/atomic"
 
+	sha256simd "github.com/minio/sha256-simd"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -215,7 +215,7 @@ func (c *Config) put(buf []byte) {
 	copy(buf[24:56], c.salt[:])
 	copy(buf[configNonceOff:configWrappedOff], c.nonce[:])
 	copy(buf[configWrappedOff:configSumOff], c.wrapped[:])
-	sum := sha256.Sum256(buf[:configSumOff])
+	sum := sha256simd.Sum256(buf[:configSumOff])
 	copy(buf[configSumOff:], sum[:])
 }
 
@@ -247,7 +247,7 @@ func parseConfig(data []byte, allowWeak bool) (*Config, error) {
 	if len(data) != configSize {
 		return nil, fmt.Errorf("cipher: config: length %d, want %d: %w", len(data), configSize, ErrCorrupt)
 	}
-	if sum := sha256.Sum256(data[:configSumOff]); !bytes.Equal(sum[:], data[configSumOff:]) {
+	if sum := sha256simd.Sum256(data[:configSumOff]); !bytes.Equal(sum[:], data[configSumOff:]) {
 		return nil, fmt.Errorf("cipher: config: checksum mismatch: %w", ErrCorrupt)
 	}
 	c := &Config{

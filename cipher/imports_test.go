@@ -10,7 +10,8 @@ import (
 )
 
 // TestImports keeps the package free of I/O layers: only the standard
-// library and golang.org/x/crypto, no go-fuse, AWS or project packages.
+// library, golang.org/x/crypto and minio/sha256-simd; no go-fuse, AWS or
+// project packages.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -30,8 +31,8 @@ func TestImports(t *testing.T) {
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
 			std := !strings.Contains(strings.Split(path, "/")[0], ".")
-			if !std && !strings.HasPrefix(path, "golang.org/x/crypto/") {
-				t.Errorf("%s imports %s: cipher may use only the standard library and x/crypto", name, path)
+			if !std && !strings.HasPrefix(path, "golang.org/x/crypto/") && path != "github.com/minio/sha256-simd" {
+				t.Errorf("%s imports %s: cipher may use only the standard library, x/crypto and sha256-simd", name, path)
 			}
 		}
 	}

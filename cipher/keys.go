@@ -3,24 +3,29 @@ package cipher
 import (
 	"crypto/hkdf"
 	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"io"
 
 	gocipher "crypto/cipher"
+
+	sha256simd "github.com/minio/sha256-simd"
 )
 
 type aeadT = gocipher.AEAD
 
 var newGCMFromBlock = gocipher.NewGCM
 
-// newHash is the SHA-256 used for HKDF and HMAC in this package. The
-// benchmark in sha256_bench_test.go compares crypto/sha256 with
-// minio/sha256-simd on this project's sizes; crypto/sha256 (SHA-NI on
-// amd64) is at least as fast, see docs/FORMAT.md "Performance".
-var newHash = sha256.New
+// newHash is the SHA-256 behind this package's HKDF and HMAC. Every input
+// it sees is small (32-byte keys, a 132-byte header), and on this project's
+// reference machine (AMD EPYC with SHA-NI) minio/sha256-simd is 4-6% faster
+// than crypto/sha256 there, measured interleaved in one run
+// (BenchmarkSHA256VsSIMD); on 64 KiB and larger they are equal or
+// crypto/sha256 is ahead, so code hashing blocks or multipart parts should
+// keep crypto/sha256. Figures in docs/FORMAT.md, "Performance". The choice
+// cannot change any output: the test vectors pin the bytes.
+var newHash = sha256simd.New
 
 // HKDF-SHA256 labels ("info"), one per purpose, so no two uses of the master
 // key or of a key file can ever produce the same bytes.

@@ -45,13 +45,17 @@ func TestSizes(t *testing.T) {
 // TestRandomOps runs random writes, truncates, reads, syncs and reopens
 // against a reference []byte, on every store and mode.
 func TestRandomOps(t *testing.T) {
+	seeds := 4
+	if testing.Short() {
+		seeds = 1
+	}
 	for _, sf := range stores() {
 		for _, m := range modes(t) {
 			for _, maxDirty := range []int64{0, 8 << 10} {
 				name := fmt.Sprintf("%s/%s/maxdirty=%d", sf.name, m.name, maxDirty)
 				t.Run(name, func(t *testing.T) {
 					v := newEnv(t, sf.new(t), m.keys, func(o *Options) { o.MaxDirty = maxDirty })
-					for seed := range 3 {
+					for seed := range seeds {
 						randomOps(t, v, uint64(seed), fmt.Sprintf("f%d", seed))
 					}
 				})

@@ -3,6 +3,8 @@ package content
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"io"
 	"log/slog"
 	"sync"
@@ -198,14 +200,11 @@ func (v *env) reopen(ctx context.Context, key string) *File {
 	return f
 }
 
+// pattern returns n pseudo-random bytes determined by seed.
 func pattern(n int, seed int) []byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], uint64(seed))
 	b := make([]byte, n)
-	x := uint32(seed)*2654435761 + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
-	}
+	rand.NewChaCha8(s).Read(b)
 	return b
 }

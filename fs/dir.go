@@ -39,6 +39,9 @@ func (d *Dir) prefix() string {
 // first, then the attribute cache filled by Readdir, then the store.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	pfx := d.prefix()
+	if len(name) > d.fsys.maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
 	if reserved(pfx, name) || !validName(name) {
 		return nil, syscall.ENOENT
 	}
@@ -232,7 +235,7 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 
 // Statfs reports large fixed numbers (see statfs).
 func (d *Dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return statfs(out)
+	return statfs(out, d.fsys.maxName)
 }
 
 // Mkdir stores the zero-length marker "<path>/" carrying the new
@@ -243,11 +246,8 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	if f.ro {
 		return nil, syscall.EROFS
 	}
-	if reserved(pfx, name) {
-		return nil, syscall.EPERM
-	}
-	if !validName(name) {
-		return nil, syscall.EINVAL
+	if errno := f.checkNew(pfx, name); errno != 0 {
+		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
 	a := attr{kind: kindDir, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
@@ -271,11 +271,8 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	if f.ro {
 		return nil, nil, 0, syscall.EROFS
 	}
-	if reserved(pfx, name) {
-		return nil, nil, 0, syscall.EPERM
-	}
-	if !validName(name) {
-		return nil, nil, 0, syscall.EINVAL
+	if errno := f.checkNew(pfx, name); errno != 0 {
+		return nil, nil, 0, errno
 	}
 	uid, gid := f.callerOwner(ctx)
 	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
@@ -324,11 +321,8 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	if f.ro {
 		return nil, syscall.EROFS
 	}
-	if reserved(pfx, name) {
-		return nil, syscall.EPERM
-	}
-	if !validName(name) {
-		return nil, syscall.EINVAL
+	if errno := f.checkNew(pfx, name); errno != 0 {
+		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
 	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target))}

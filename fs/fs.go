@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -50,6 +51,9 @@ type Options struct {
 	// StatConcurrency bounds the parallel HEADs issued when a directory is
 	// listed; 0 means 32.
 	StatConcurrency int
+	// MaxNameLen is the longest entry name accepted (ENAMETOOLONG beyond);
+	// 0 means 255. The local store holds only 251 bytes per segment.
+	MaxNameLen int
 	// CopyConcurrency bounds the parallel server-side copies of a directory
 	// rename; 0 means 16.
 	CopyConcurrency int
@@ -65,6 +69,7 @@ type FS struct {
 	ttl       time.Duration
 	statPar   int
 	copyPar   int
+	maxName   int
 	log       *slog.Logger
 	mountTime time.Time
 
@@ -89,6 +94,7 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		ttl:       opts.AttrTimeout,
 		statPar:   opts.StatConcurrency,
 		copyPar:   opts.CopyConcurrency,
+		maxName:   opts.MaxNameLen,
 		log:       opts.Logger,
 		mountTime: time.Now(),
 		open:      map[*File]struct{}{},
@@ -101,6 +107,9 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 	}
 	if f.statPar <= 0 {
 		f.statPar = 32
+	}
+	if f.maxName <= 0 || f.maxName > maxNameLen {
+		f.maxName = maxNameLen
 	}
 	if f.copyPar <= 0 {
 		f.copyPar = 16
@@ -177,6 +186,28 @@ func reserved(dirPrefix, name string) bool {
 // validName rejects names the object namespace cannot represent.
 func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.Contains(name, "/")
+}
+
+// Name limits: a directory entry name, as on Linux filesystems, and an S3
+// object key.
+const (
+	maxNameLen = 255
+	maxKeyLen  = 1024
+)
+
+// checkNew vets name for a new entry in the directory with key prefix
+// dirPrefix: EPERM for the reserved config name, ENAMETOOLONG beyond the
+// limits, EINVAL for names no key can hold.
+func (f *FS) checkNew(dirPrefix, name string) syscall.Errno {
+	switch {
+	case reserved(dirPrefix, name):
+		return syscall.EPERM
+	case len(name) > f.maxName || len(dirPrefix)+len(name)+1 > maxKeyLen:
+		return syscall.ENAMETOOLONG
+	case !validName(name):
+		return syscall.EINVAL
+	}
+	return 0
 }
 
 // cachedAttr is an attribute fetched from the store, trusted until exp.

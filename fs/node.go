@@ -113,7 +113,7 @@ func setattrMeta(a *attr, in *fuse.SetAttrIn) bool {
 // statfs answers with large fixed numbers: an object store has no
 // meaningful capacity, and tools like df or cp refuse to write to a
 // filesystem reporting zero free space.
-func statfs(out *fuse.StatfsOut) syscall.Errno {
+func statfs(out *fuse.StatfsOut, nameLen int) syscall.Errno {
 	const blocks = 1 << 40
 	out.Bsize = 4096
 	out.Frsize = 4096
@@ -122,6 +122,6 @@ func statfs(out *fuse.StatfsOut) syscall.Errno {
 	out.Bavail = blocks
 	out.Files = 1 << 30
 	out.Ffree = 1 << 30
-	out.NameLen = 1024
+	out.NameLen = uint32(nameLen)
 	return 0
 }

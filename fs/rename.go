@@ -36,11 +36,8 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		return syscall.EXDEV
 	}
 	srcPfx, dstPfx := d.prefix(), nd.prefix()
-	if reserved(dstPfx, newName) {
-		return syscall.EPERM
-	}
-	if !validName(newName) {
-		return syscall.EINVAL
+	if errno := f.checkNew(dstPfx, newName); errno != 0 {
+		return errno
 	}
 	ctx = detach(ctx)
 	srcKey, dstKey := srcPfx+name, dstPfx+newName

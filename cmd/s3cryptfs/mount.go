@@ -280,6 +280,7 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	root, fsys, err := fs.NewRoot(fs.Options{
 		Store: st, Engine: eng, ReadOnly: m.readOnly,
 		UID: uid, GID: gid, AttrTimeout: m.attrTTL, Logger: log,
+		MaxNameLen: maxNameLen(spec),
 	})
 	if err != nil {
 		return err
@@ -334,6 +335,15 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	}
 	log.Info("unmounted", "mountpoint", mnt)
 	return nil
+}
+
+// maxNameLen is the longest file name the store can hold: 255 bytes on S3
+// (the Linux limit), 251 on the local store (it appends a 4-byte suffix).
+func maxNameLen(spec string) int {
+	if isS3(spec) {
+		return 255
+	}
+	return 251
 }
 
 // unlock reads and opens the vault config, or (client encryption off)

@@ -62,6 +62,7 @@ type File struct {
 	seqFromZero bool
 	st          *stream
 	inflight    map[fetchKey]*fetch
+	moved       bool // SetKey ran; the next Refresh describes the copy
 }
 
 // version is one stored object as the reader path needs it.
@@ -150,12 +151,14 @@ func (f *File) Key() string {
 }
 
 // SetKey records that the filesystem renamed the object (it syncs dirty
-// files first). If the rename changed the ETag, follow with Refresh.
+// files first). Follow with Refresh(info of the copy): a copy may carry a
+// new ETag, and reads check it (If-Match).
 func (f *File) SetKey(key string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.key = key
 	f.base.info.Key = key
+	f.moved = f.base.exists
 }
 
 // Size returns the plaintext size, including unsynced writes.
@@ -184,10 +187,17 @@ func (f *File) Info() backend.ObjectInfo {
 }
 
 // Refresh adopts a newer stored version seen by the filesystem (a Stat or
-// List with another ETag, or the result of a rename's Copy; a non-empty
-// info.Key is adopted too). Ignored while the file has unsynced changes or
-// a mutation is running: the local state is the newer one then.
+// List with another ETag); a non-empty info.Key is adopted too. Ignored
+// while the file has unsynced changes or a mutation is running: the local
+// state is the newer one then.
+//
+// Right after SetKey, Refresh(info of the rename's copy) is taken as the
+// same bytes at a new address: adopted even while the file is dirty, and
+// cached blocks stay valid.
 func (f *File) Refresh(info backend.ObjectInfo) {
+	if f.adoptMove(info) {
+		return
+	}
 	if !f.wmu.TryLock() {
 		return
 	}
@@ -221,6 +231,28 @@ func (f *File) Refresh(info backend.ObjectInfo) {
 	f.wcodec = nil
 	f.meta = maps.Clone(info.Metadata)
 	f.seqFromZero = size == 0
+}
+
+// adoptMove applies Refresh after SetKey (see Refresh).
+func (f *File) adoptMove(info backend.ObjectInfo) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.moved || (info.Key != "" && info.Key != f.key) {
+		return false
+	}
+	f.moved = false
+	if info.ETag == "" || info.Size != f.base.info.Size {
+		return false // not the copy of our object: an ordinary Refresh
+	}
+	f.base.info.ETag = info.ETag
+	f.base.info.LastModified = info.LastModified
+	if info.Metadata != nil {
+		f.base.info.Metadata = info.Metadata
+		if !f.modified {
+			f.meta = maps.Clone(info.Metadata)
+		}
+	}
+	return true
 }
 
 // loadHeader reads v's header and installs its codec as the base codec if v

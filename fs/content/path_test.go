@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -641,4 +642,52 @@ func (g *gated) Get(ctx context.Context, key string, off, length int64, opts bac
 	g.gets.Add(1)
 	<-g.gate
 	return g.Store.Get(ctx, key, off, length, opts)
+}
+
+// TestRename: SetKey + Refresh(copy info) keeps reads working (the copy has
+// a new ETag), keeps cached blocks, and works on a dirty file too.
+func TestRename(t *testing.T) {
+	for _, dirty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dirty=%v", dirty), func(t *testing.T) {
+			ctx := testCtx(t)
+			v := newEnv(t, stores()[0].new(t), testKeys(t, 4096), nil)
+			data := pattern(20*4096, 1)
+			f := v.eng.Create("a", nil)
+			writeSeq(t, f, data, 4096)
+			mustSync(t, f)
+			f = v.reopen(ctx, "a")
+			buf := make([]byte, 4096)
+			if _, err := f.ReadAt(ctx, buf, 0); err != nil { // block 0 cached
+				t.Fatal(err)
+			}
+			if dirty {
+				mustWrite(t, f, []byte("DIRTY"), 10*4096)
+				copy(data[10*4096:], "DIRTY")
+			}
+			info, err := v.store.Copy(ctx, "a", "b", backend.CopyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v.store.Delete(ctx, "a"); err != nil {
+				t.Fatal(err)
+			}
+			f.SetKey("b")
+			f.Refresh(info)
+			v.cache.Wait()
+			gets := v.store.gets.Load()
+			if _, err := f.ReadAt(ctx, buf, 0); err != nil {
+				t.Fatal(err)
+			}
+			if v.store.gets.Load() != gets {
+				t.Error("cached block refetched after rename")
+			}
+			if got := readAll(t, ctx, f); !bytes.Equal(got, data) {
+				t.Fatal("content after rename differs")
+			}
+			mustSync(t, f)
+			if got := readAll(t, ctx, v.reopen(ctx, "b")); !bytes.Equal(got, data) {
+				t.Fatal("stored content after rename differs")
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +32,13 @@ import (
 // mounted.
 func mountMem(t *testing.T, ro bool) (string, backend.Store) {
 	t.Helper()
+	st := mem.New()
+	return mountStore(t, st, ro), st
+}
+
+// mountStore is mountMem over a given store.
+func mountStore(t *testing.T, st backend.Store, ro bool) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("FUSE mount: skipped under -short")
 	}
@@ -45,7 +53,6 @@ func mountMem(t *testing.T, ro bool) (string, backend.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := mem.New()
 	bc, err := cache.New(16 << 20)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +82,7 @@ func mountMem(t *testing.T, ro bool) (string, backend.Store) {
 		eng.Close()
 		bc.Close()
 	})
-	return dir, st
+	return dir
 }
 
 func randBytes(t testing.TB, n int) []byte {
@@ -334,5 +341,63 @@ func TestInProcessReadOnly(t *testing.T) {
 	}
 	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("mkdir on read-only mount: %v, want EROFS", err)
+	}
+}
+
+// countingStore counts Stat calls and the most in flight at once; each
+// Stat takes a few milliseconds, like a HEAD over a network.
+type countingStore struct {
+	backend.Store
+	stats, inflight, maxInflight atomic.Int64
+}
+
+func (c *countingStore) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	c.stats.Add(1)
+	n := c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	for {
+		m := c.maxInflight.Load()
+		if n <= m || c.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(3 * time.Millisecond)
+	return c.Store.Stat(ctx, key)
+}
+
+// TestReaddirParallelHeads: listing a directory fetches the entries'
+// metadata with HEADs in parallel, and the lookups and stats that follow
+// (ls -l) are answered from the attribute cache, not with more HEADs.
+func TestReaddirParallelHeads(t *testing.T) {
+	cs := &countingStore{Store: mem.New()}
+	dir := mountStore(t, cs, false)
+	const n = 64
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(dir, "d", fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let the attribute TTL (200ms) of the writes expire
+	cs.stats.Store(0)
+	cs.maxInflight.Store(0)
+	ents, err := os.ReadDir(filepath.Join(dir, "d"))
+	if err != nil || len(ents) != n {
+		t.Fatalf("readdir: %d entries, %v", len(ents), err)
+	}
+	for _, e := range ents {
+		if _, err := os.Lstat(filepath.Join(dir, "d", e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, par := cs.stats.Load(), cs.maxInflight.Load()
+	t.Logf("readdir + lstat of %d files: %d Stat calls, at most %d in flight", n, stats, par)
+	if par < 4 {
+		t.Errorf("Stat calls ran at most %d at a time, want them in parallel", par)
+	}
+	if stats > n+8 {
+		t.Errorf("%d Stat calls for %d entries: lookups after readdir are not served from the cache", stats, n)
 	}
 }

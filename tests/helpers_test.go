@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -271,6 +270,33 @@ func (st *store) raw(t *testing.T, key string) []byte {
 	return b
 }
 
+// rawMaybe is raw without failing: nil if the object is missing.
+func (st *store) rawMaybe(t *testing.T, key string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if st.kind == "minio" {
+		out, err := st.srv.SDKClient(t).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(key)})
+		if err != nil {
+			return nil
+		}
+		defer out.Body.Close()
+		b, _ := io.ReadAll(out.Body)
+		return b
+	}
+	ls, err := local.New(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := ls.Get(ctx, key, 0, -1, backend.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return b
+}
+
 // corrupt flips one byte of the object's data at offset off.
 func (st *store) corrupt(t *testing.T, key string, off int) {
 	t.Helper()
@@ -300,13 +326,4 @@ func (st *store) corrupt(t *testing.T, key string, off int) {
 		Body: bytes.NewReader(b), Metadata: head.Metadata}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

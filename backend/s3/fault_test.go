@@ -39,6 +39,8 @@ const (
 	delay               // wait, then forward
 	resetBody           // forward; cut the connection (RST) after some body bytes
 	stallBody           // forward; stop sending after some body bytes
+	drop                // close the connection (RST) without an answer
+	respond             // answer status and body, request not forwarded
 )
 
 type fault struct {
@@ -47,6 +49,9 @@ type fault struct {
 	wait  time.Duration // delay
 	// before, if set, runs just before the connection is cut (resetBody).
 	before func()
+	// status and body: the answer (respond).
+	status int
+	body   string
 }
 
 // seen is one request as the proxy saw it.
@@ -175,6 +180,15 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case forbidden:
 		reply(http.StatusForbidden, "AccessDenied", "Access Denied.")
 		return
+	case respond:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(f.status)
+		_, _ = io.WriteString(w, f.body)
+		return
+	case drop:
+		rst(w)
+		return
 	case delay:
 		select {
 		case <-time.After(f.wait):
@@ -216,19 +230,24 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.before != nil {
 			f.before()
 		}
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			panic(http.ErrAbortHandler)
-		}
-		if tc, ok := conn.(*tls.Conn); ok {
-			if nc, ok := tc.NetConn().(*net.TCPConn); ok {
-				_ = nc.SetLinger(0) // close with RST, not FIN
-			}
-		}
-		conn.Close()
+		rst(w)
 		return
 	}
 	_, _ = io.Copy(w, resp.Body)
+}
+
+// rst closes the client's connection abruptly (TCP RST, not FIN).
+func rst(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		if nc, ok := tc.NetConn().(*net.TCPConn); ok {
+			_ = nc.SetLinger(0)
+		}
+	}
+	conn.Close()
 }
 
 // faultStore is a store through the proxy with short retry delays and
@@ -282,6 +301,19 @@ func TestTransientFaults(t *testing.T) {
 		p.setRule(firstN(2, isPut, fault{kind: slowDown}))
 		if _, err := s.Put(ctx, "small", strings.NewReader("small"), 5, nil); err != nil {
 			t.Fatalf("single Put through 2 SlowDowns: %v", err)
+		}
+	})
+	t.Run("connection dropped", func(t *testing.T) {
+		p.setRule(firstN(3, isPut, fault{kind: drop}))
+		if _, err := s.Put(ctx, "dropped", opaque{bytes.NewReader(data)}, -1, nil); err != nil {
+			t.Fatalf("multipart Put through dropped connections: %v", err)
+		}
+		if n := countFaults(p.requests(), drop); n != 3 {
+			t.Errorf("%d connections dropped, want 3", n)
+		}
+		p.setRule(firstN(2, anyRequest, fault{kind: drop}))
+		if got := readAll(t, s, "dropped", 0, -1); !bytes.Equal(got, data) {
+			t.Fatal("content differs")
 		}
 	})
 	t.Run("InternalError on GET and HEAD", func(t *testing.T) {
@@ -357,6 +389,40 @@ func TestTransientFaults(t *testing.T) {
 	})
 }
 
+// TestDeleteManyReportsKeys: per-key failures in a DeleteObjects answer are
+// all reported, classified, and missing keys are not failures.
+func TestDeleteManyReportsKeys(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const result = `<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+		`<Error><Key>locked</Key><Code>AccessDenied</Code><Message>Access Denied.</Message></Error>` +
+		`<Error><Key>gone</Key><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>` +
+		`<Error><Key>busy</Key><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>` +
+		`</DeleteResult>`
+	p.setRule(func(r *http.Request) fault {
+		if r.Method == http.MethodPost && r.URL.Query().Has("delete") {
+			return fault{kind: respond, status: http.StatusOK, body: result}
+		}
+		return fault{}
+	})
+	err = s.DeleteMany(t.Context(), []string{"locked", "gone", "busy", "fine"})
+	if err == nil {
+		t.Fatal("DeleteMany with two failed keys succeeded")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "s3://"+bucket+"/locked") || !strings.Contains(msg, "s3://"+bucket+"/busy") || strings.Contains(msg, "/gone") {
+		t.Errorf("error %q should name locked and busy, not gone", msg)
+	}
+	if !errors.Is(err, backend.ErrAccessDenied) {
+		t.Errorf("error %v should match ErrAccessDenied (key locked)", err)
+	}
+}
+
 // TestReplacedDuringResume: when the object is replaced between a broken
 // body and its re-request, the read fails with ErrPreconditionFailed rather
 // than splicing two versions.
@@ -405,6 +471,7 @@ func TestPermanentFaults(t *testing.T) {
 
 	fast := func(t *testing.T, what string, start time.Time, maxReqs int) {
 		t.Helper()
+		t.Logf("%s: %d request(s) in %v", what, len(p.requests()), time.Since(start).Round(time.Millisecond))
 		// A hang detector with room for a loaded machine, far below what
 		// ten retries with backoff would take.
 		if d := time.Since(start); d > 5*time.Second {
@@ -419,6 +486,7 @@ func TestPermanentFaults(t *testing.T) {
 		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
 		start := time.Now()
 		_, err := faultStore(t, p, srv, bucket, nil)
+		t.Logf("New: %v", err)
 		if !errors.Is(err, backend.ErrAccessDenied) || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "access denied") {
 			t.Errorf("New: err = %v, want ErrAccessDenied", err)
 		}
@@ -449,6 +517,7 @@ func TestPermanentFaults(t *testing.T) {
 		p.setRule(nil)
 		start := time.Now()
 		_, err := faultStore(t, p, srv, "no-such-bucket-here", nil)
+		t.Logf("New: %v", err)
 		if !errors.Is(err, backend.ErrNotFound) || !errors.Is(err, backend.ErrPermanent) ||
 			!strings.Contains(err.Error(), `bucket "no-such-bucket-here" does not exist`) {
 			t.Errorf("New: err = %v, want a permanent ErrNotFound naming the bucket", err)
@@ -471,7 +540,9 @@ func TestPermanentFaults(t *testing.T) {
 		if !errors.Is(err, backend.ErrNotFound) || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "does not exist") {
 			t.Errorf("Get: err = %v, want a permanent ErrNotFound naming the bucket", err)
 		}
+		t.Logf("Get: %v", err)
 		_, err = s.Put(t.Context(), "k", strings.NewReader("x"), 1, nil)
+		t.Logf("Put: %v", err)
 		if !errors.Is(err, backend.ErrPermanent) || !strings.Contains(err.Error(), gone) {
 			t.Errorf("Put: err = %v, want a permanent error naming the bucket", err)
 		}

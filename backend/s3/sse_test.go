@@ -66,7 +66,7 @@ func TestSSE(t *testing.T) {
 			cfg.SSE = mode
 			switch mode {
 			case SSEKMS:
-				cfg.KMSKeyID = srv.KMSKeyID
+				cfg.KMSKeyID, cfg.BucketKey = srv.KMSKeyID, true
 			case SSEC:
 				cfg.SSECKey = ssecKey
 			}
@@ -168,6 +168,7 @@ func TestSSECWrongOrMissingKey(t *testing.T) {
 
 func checkSSECError(t *testing.T, what string, err error) {
 	t.Helper()
+	t.Logf("%s: %v", what, err)
 	if !errors.Is(err, backend.ErrAccessDenied) || !strings.Contains(err.Error(), "SSE-C key is wrong or missing") {
 		t.Errorf("%s: err = %v, want ErrAccessDenied saying the SSE-C key is wrong or missing", what, err)
 	}

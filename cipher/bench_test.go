@@ -144,55 +144,6 @@ func BenchmarkStream(b *testing.B) {
 	})
 }
 
-// BenchmarkSHA256 compares crypto/sha256 with minio/sha256-simd on the sizes
-// the project hashes: HKDF/HMAC inputs (32 B), blocks (64 KiB) and S3
-// multipart parts (8 MiB, for checksums).
-func BenchmarkSHA256(b *testing.B) {
-	impls := []struct {
-		name string
-		new  func() hash.Hash
-	}{{"crypto", sha256.New}, {"simd", sha256simd.New}}
-	for _, n := range []struct {
-		name string
-		n    int
-	}{{"32B", 32}, {"64KiB", 64 << 10}, {"8MiB", 8 << 20}} {
-		data := pattern(n.n, 9)
-		for _, impl := range impls {
-			b.Run(n.name+"/"+impl.name, func(b *testing.B) {
-				h := impl.new()
-				var sum [32]byte
-				b.SetBytes(int64(n.n))
-				for b.Loop() {
-					h.Reset()
-					h.Write(data)
-					h.Sum(sum[:0])
-				}
-			})
-		}
-	}
-	// The whole of this package's per-vault and per-file hashing: one HKDF
-	// subkey and one HMAC commitment.
-	for _, impl := range impls {
-		b.Run("HKDF/"+impl.name, func(b *testing.B) {
-			master := pattern(32, 1)
-			for b.Loop() {
-				if _, err := hkdf.Key(impl.new, master, nil, labelKeyID, 16); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("HMAC100B/"+impl.name, func(b *testing.B) {
-			key, msg := pattern(32, 1), pattern(132, 2)
-			var sum [32]byte
-			for b.Loop() {
-				m := hmac.New(impl.new, key)
-				m.Write(msg)
-				m.Sum(sum[:0])
-			}
-		})
-	}
-}
-
 // BenchmarkUnlock is the cost of one passphrase unlock with the production
 // Argon2id parameters (what a guess costs an attacker, and what mounting
 // costs a user).

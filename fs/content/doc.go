@@ -12,9 +12,18 @@ package content
 //     server-side Copy, a dirty one carries it in its upload.
 //   - Sync on a clean file with unchanged meta is free (no request, unless
 //     the File was opened from listing info without metadata: one Stat).
-//   - Rename: Sync first, then Copy+Delete, then File.Refresh(copyInfo)
-//     (Refresh adopts info.Key and the new ETag; SetKey alone keeps the old
-//     ETag, and If-Match reads fail if the store gave the copy a new one).
+//   - Rename (file or directory): Sync first, then Copy+Delete, then
+//     File.SetKey(newKey) and File.Refresh(copyInfo) for every open File
+//     that moved. That pair is taken as "same bytes, new address": adopted
+//     even if the file became dirty meanwhile, cache kept. SetKey alone
+//     keeps the old ETag, and reads (If-Match) fail wherever the store gave
+//     the copy a new ETag (mem, local, S3 multipart copies).
+//   - A streaming upload starts with the metadata the File had when the
+//     stream began (Create's meta, or the stored one). If Sync's meta
+//     differs (a new mtime, typically), the object gets one extra
+//     server-side Copy after the upload; for objects over 5 GiB that is a
+//     multipart copy. Taking mtime from LastModified for such files would
+//     avoid it.
 //   - Refresh(info) when Stat/List shows a new ETag for a clean file; it is
 //     ignored while the file is dirty or being synced (local state wins).
 //   - Errors: errors.Is(err, cipher.ErrCorrupt) -> EIO (already logged, once,

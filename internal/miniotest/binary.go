@@ -57,9 +57,9 @@ func install(ctx context.Context, binDir string, logf func(string, ...any)) (str
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil // another process installed it while we waited
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if p, err := exec.LookPath("go"); err == nil {
-		goBin = p
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("miniotest: %s is missing and no go command is on PATH to build it (run `make minio-bin`): %w", bin, err)
 	}
 	logf("miniotest: %s is missing; installing MinIO %s (4-5 minutes the first time; `make minio-bin` does the same)", bin, MinIOVersion)
 	cmd := exec.CommandContext(ctx, goBin, "install", "github.com/minio/minio@"+MinIOVersion)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -39,7 +40,7 @@ func startProcess(bin string, args, env []string, logPath string) (*process, err
 	// timeout, kill -9), the kernel kills MinIO too instead of leaving it
 	// running with its port and temp dir.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawnerThread(cmd); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("miniotest: starting %s: %w", bin, err)
 	}
@@ -56,6 +57,31 @@ func startProcess(bin string, args, env []string, logPath string) (*process, err
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// Pdeathsig is delivered when the thread that forked the child exits, not
+// the process. Go can end a thread (a goroutine that exits while locked to
+// it, as FUSE or namespace code does), which would kill MinIO in the middle
+// of the tests. So MinIO is forked from a thread that a goroutine holds
+// locked for the life of the process and never exits.
+var (
+	spawnOnce sync.Once
+	spawnCh   chan func()
+)
+
+func startOnSpawnerThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for f := range spawnCh {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnCh <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // exited returns nil while the process runs, else how it ended.

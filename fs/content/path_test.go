@@ -691,3 +691,52 @@ func TestRename(t *testing.T) {
 		})
 	}
 }
+
+// stalling is a store whose Put reads a little and then hangs until its
+// context ends, like an upload to an unreachable server.
+type stalling struct {
+	backend.Store
+	stall atomic.Bool
+}
+
+func (s *stalling) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+	if s.stall.Load() {
+		io.CopyN(io.Discard, r, 1000)
+		<-ctx.Done()
+		return backend.ObjectInfo{}, ctx.Err()
+	}
+	return s.Store.Put(ctx, key, r, size, meta)
+}
+
+// TestStalledStream: writes blocked by a stalled streaming upload end with
+// their context; a Sync with a cancelled context fails; nothing is lost and
+// a later Sync stores everything.
+func TestStalledStream(t *testing.T) {
+	ctx := testCtx(t)
+	st := &stalling{Store: stores()[0].new(t)}
+	st.stall.Store(true)
+	v := newEnv(t, st, testKeys(t, 4096), nil)
+	data := pattern(30*4096, 2)
+	f := v.eng.Create("stall", nil)
+	wctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	for off := 0; off < len(data); off += 4096 {
+		if _, err := f.WriteAt(wctx, data[off:off+4096], int64(off)); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+	}
+	if wctx.Err() == nil {
+		t.Fatal("writes never blocked on the stalled upload")
+	}
+	// The upload is gone; this Sync uploads whole, into the stall again.
+	sctx, scancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer scancel()
+	if _, err := f.Sync(sctx, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync into a stalled store: %v", err)
+	}
+	st.stall.Store(false)
+	mustSync(t, f)
+	if got := readAll(t, ctx, v.reopen(ctx, "stall")); !bytes.Equal(got, data) {
+		t.Fatal("content differs")
+	}
+}

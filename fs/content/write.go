@@ -36,6 +36,17 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if streaming && !appending {
 		f.abortStream("write out of sequence")
 	}
+	// A write blocked on a stalled streaming upload (backpressure) ends
+	// with its context: the upload is cancelled, the data stays in dirty.
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		st := f.st
+		f.mu.Unlock()
+		if st != nil {
+			st.cancel()
+		}
+	})
+	defer stop()
 
 	written := 0
 	for written < len(p) {

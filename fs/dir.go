@@ -207,10 +207,12 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 		return syscall.EISDIR
 	}
 	a := d.get()
-	if setattrMeta(&a, in) {
-		if d.IsRoot() {
-			return syscall.EPERM // the root has no marker to carry metadata
-		}
+	if setattrMeta(&a, in) && d.IsRoot() {
+		// The root has no marker object to carry metadata: keep the change
+		// for the life of the mount rather than fail tools such as rsync -a
+		// that set the attributes of the target directory.
+		d.set(a)
+	} else if setattrMeta(&a, in) {
 		ctx = detach(ctx)
 		key := d.prefix()
 		var info backend.ObjectInfo

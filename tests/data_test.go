@@ -529,6 +529,19 @@ func TestMountErrors(t *testing.T) {
 			}
 		})
 	}
+	// A second mount on a mountpoint in use is refused.
+	st.init(t)
+	m := st.mount(t)
+	args := append([]string{"mount", "--passphrase-file", pf}, st.args...)
+	if r := st.run(t, nil, append(args, st.spec, m.dir)...); r.code != 1 || !strings.Contains(r.stderr, "already") {
+		t.Fatalf("mount over a mount: exit %d, %q", r.code, r.stderr)
+	}
+	writeFile(t, m.path("still"), "works")
+	m.unmount()
+	if r := st.run(t, nil, "unmount", m.dir); r.code != 1 || !strings.Contains(r.stderr, "not mounted") {
+		t.Fatalf("unmount of a non-mountpoint: exit %d, %q", r.code, r.stderr)
+	}
+
 	r := st.run(t, nil, "mount", st.spec)
 	if r.code != 2 {
 		t.Fatalf("mount with one operand: exit %d, want 2", r.code)

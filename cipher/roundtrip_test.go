@@ -105,11 +105,14 @@ func TestRoundTripWriterReader(t *testing.T) {
 		k := testKeys(t, bs)
 		for _, size := range roundTripSizes(bs) {
 			plain := pattern(size, byte(size>>3))
-			obj := writeAll(t, k, plain, 1+rng.IntN(bs+bs/2))
-			if want := k.Layout().PlainSizeToCipherSize(int64(size)); int64(len(obj)) != want {
-				t.Fatalf("bs %d size %d: object %d bytes, want %d", bs, size, len(obj), want)
+			// Random chunks, one single Write, and block-sized writes.
+			for _, chunk := range []int{1 + rng.IntN(bs+bs/2), size + 1, bs} {
+				obj := writeAll(t, k, plain, chunk)
+				if want := k.Layout().PlainSizeToCipherSize(int64(size)); int64(len(obj)) != want {
+					t.Fatalf("bs %d size %d chunk %d: object %d bytes, want %d", bs, size, chunk, len(obj), want)
+				}
+				checkReader(t, rng, k, obj, plain)
 			}
-			checkReader(t, rng, k, obj, plain)
 		}
 	}
 }

@@ -59,6 +59,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 				return n, err
 			}
 		}
+		if len(w.plain) == 0 && len(p) > bs {
+			// A whole block with more data after it: known non-final,
+			// seal it straight from p without copying.
+			if err := w.seal(p[:bs], false); err != nil {
+				return n, err
+			}
+			p = p[bs:]
+			n += bs
+			continue
+		}
 		c := copy(w.plain[len(w.plain):bs], p)
 		w.plain = w.plain[:len(w.plain)+c]
 		p = p[c:]
@@ -67,14 +77,23 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// flush seals and writes the pending plaintext.
 func (w *Writer) flush(final bool) error {
-	w.sealed = w.fk.Seal(w.sealed[:0], w.plain, w.index, final)
+	if err := w.seal(w.plain, final); err != nil {
+		return err
+	}
+	w.plain = w.plain[:0]
+	return nil
+}
+
+// seal seals plain as the next block and writes it.
+func (w *Writer) seal(plain []byte, final bool) error {
+	w.sealed = w.fk.Seal(w.sealed[:0], plain, w.index, final)
 	if _, err := w.w.Write(w.sealed); err != nil {
 		w.err = fmt.Errorf("cipher: write block %d: %w", w.index, err)
 		return w.err
 	}
 	w.index++
-	w.plain = w.plain[:0]
 	return nil
 }
 

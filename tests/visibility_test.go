@@ -1,0 +1,79 @@
+package tests
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestTwoMounts: what another client of the same store sees, and when
+// (docs/SEMANTICS.md "What other clients see"): a file written in one mount
+// appears in the other once closed, within the attribute TTL; a rewrite is
+// read fresh at the next open (no stale page cache); unlink and rename show
+// up too.
+func TestTwoMounts(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		a := st.mount(t)
+		b := st.mount(t)
+		const ttl = 300 * time.Millisecond // > the tests' --attr-timeout of 200ms
+
+		f, err := os.Create(a.path("f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("version one")
+		time.Sleep(ttl)
+		if _, err := os.Stat(b.path("f")); err == nil {
+			t.Fatal("a file not yet closed is visible to another mount")
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wantContent(t, b.path("f"), "version one") // negative lookups are not cached
+
+		writeFile(t, a.path("f"), "version two, longer")
+		time.Sleep(ttl)
+		wantContent(t, b.path("f"), "version two, longer")
+
+		if err := os.Rename(a.path("f"), a.path("g")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl)
+		_, err = os.Stat(b.path("f"))
+		wantErrno(t, "stat renamed-away name", err, syscall.ENOENT)
+		wantContent(t, b.path("g"), "version two, longer")
+		if got := names(t, b.dir); got != "g" {
+			t.Fatalf("listing in the other mount: %q", got)
+		}
+
+		if err := os.Remove(a.path("g")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl)
+		_, err = os.Stat(b.path("g"))
+		wantErrno(t, "stat deleted file", err, syscall.ENOENT)
+
+		// Last writer wins: both mounts write the same file; the content is
+		// one whole version, the one closed last.
+		wa, err := os.Create(a.path("h"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wb, err := os.Create(b.path("h"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wa.WriteString("from A")
+		wb.WriteString("from B, closed last")
+		if err := wa.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := wb.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl)
+		wantContent(t, a.path("h"), "from B, closed last")
+	})
+}

@@ -87,7 +87,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"init", "--block-size", "lots", "x"}, exitUsage},
 		{[]string{"unmount"}, exitUsage},
 		{[]string{"unmount", t.TempDir()}, exitRuntime}, // not mounted
-		{[]string{"init", "/nonexistent/store/dir"}, exitRuntime},
+		{[]string{"init", "/proc/no/such/store"}, exitRuntime},
 	} {
 		if got := run(c.args); got != c.want {
 			t.Errorf("run(%q) = %d, want %d", c.args, got, c.want)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
@@ -36,6 +37,12 @@ func cmdInit(args []string) error {
 	}
 	if err := sec.validate(); err != nil {
 		return err
+	}
+	if !isS3(spec) {
+		// A new local vault may name a directory that does not exist yet.
+		if err := os.MkdirAll(spec, 0o700); err != nil {
+			return fmt.Errorf("create store directory: %w", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

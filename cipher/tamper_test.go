@@ -246,3 +246,31 @@ func TestSealMisusePanics(t *testing.T) {
 		}()
 	}
 }
+
+// TestFileIDIsBound isolates the file id in the associated data: two files
+// that (against all odds) share a data key still refuse each other's blocks.
+func TestFileIDIsBound(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	dataKey := pattern(dataKeySize, 1)
+	nonce := pattern(NonceSize, 2)
+	k.rand = &script{chunks: [][]byte{
+		pattern(fileIDSize, 3), dataKey, nonce,
+		pattern(fileIDSize, 4), dataKey, nonce,
+		pattern(NonceSize, 5),
+	}}
+	fa, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := fa.Seal(nil, pattern(100, 6), 0, true)
+	if _, err := fa.Open(nil, sealed, 0, true); err != nil {
+		t.Fatalf("own block: %v", err)
+	}
+	if _, err := fb.Open(nil, sealed, 0, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("block of a file with the same data key but another id: %v, want ErrCorrupt", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -399,5 +400,85 @@ func TestReaddirParallelHeads(t *testing.T) {
 	}
 	if stats > n+8 {
 		t.Errorf("%d Stat calls for %d entries: lookups after readdir are not served from the cache", stats, n)
+	}
+}
+
+// copyCounter tracks the most server-side copies in flight at once.
+type copyCounter struct {
+	backend.Store
+	inflight, maxInflight, copies atomic.Int64
+}
+
+func (c *copyCounter) Copy(ctx context.Context, src, dst string, opts backend.CopyOptions) (backend.ObjectInfo, error) {
+	c.copies.Add(1)
+	n := c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	for {
+		m := c.maxInflight.Load()
+		if n <= m || c.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(3 * time.Millisecond)
+	return c.Store.Copy(ctx, src, dst, opts)
+}
+
+// TestRenameDirParallel: a directory rename copies its descendants in
+// parallel (bounded) and moves every one of them, open files included.
+func TestRenameDirParallel(t *testing.T) {
+	cc := &copyCounter{Store: mem.New()}
+	dir := mountStore(t, cc, false)
+	const n = 50
+	if err := os.MkdirAll(filepath.Join(dir, "src", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(dir, "src", "sub", fmt.Sprintf("f%02d", i)), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open, err := os.Create(filepath.Join(dir, "src", "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := open.WriteString("written before the rename"); err != nil {
+		t.Fatal(err)
+	}
+	cc.copies.Store(0)
+	if err := os.Rename(filepath.Join(dir, "src"), filepath.Join(dir, "dst")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open.WriteString(", and after"); err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rename of %d objects: %d copies, at most %d in flight", n+3, cc.copies.Load(), cc.maxInflight.Load())
+	if cc.maxInflight.Load() < 4 || cc.maxInflight.Load() > 16 {
+		t.Errorf("copies in flight peaked at %d, want parallel and at most 16", cc.maxInflight.Load())
+	}
+	for i := 0; i < n; i++ {
+		got, err := os.ReadFile(filepath.Join(dir, "dst", "sub", fmt.Sprintf("f%02d", i)))
+		if err != nil || string(got) != fmt.Sprint(i) {
+			t.Fatalf("dst/sub/f%02d: %q %v", i, got, err)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "dst", "open")); err != nil || string(got) != "written before the rename, and after" {
+		t.Fatalf("file open across the rename: %q %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "src")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("old directory: %v", err)
+	}
+	var keys []string
+	cc.List(context.Background(), "", "", func(obj *backend.ObjectInfo, _ string) error {
+		keys = append(keys, obj.Key)
+		return nil
+	})
+	for _, k := range keys {
+		if strings.HasPrefix(k, "src") {
+			t.Errorf("key %s left behind", k)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -167,6 +168,13 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, n
 	if src != nil {
 		walkFiles(src, func(fl *File) { files = append(files, fl) })
 	}
+	// Lock in key order, so two overlapping directory renames cannot each
+	// hold a lock the other waits for.
+	paths := make(map[*File]string, len(files))
+	for _, fl := range files {
+		paths[fl] = keyOf(&fl.Inode)
+	}
+	sort.Slice(files, func(i, j int) bool { return paths[files[i]] < paths[files[j]] })
 	for _, fl := range files {
 		fl.syncMu.Lock()
 		defer fl.syncMu.Unlock()

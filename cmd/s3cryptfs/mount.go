@@ -277,9 +277,13 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if m.gid >= 0 {
 		gid = uint32(m.gid)
 	}
+	ttl := m.attrTTL
+	if ttl <= 0 {
+		ttl = -1 // fs.Options: negative = no caching (0 would mean the default)
+	}
 	root, fsys, err := fs.NewRoot(fs.Options{
 		Store: st, Engine: eng, ReadOnly: m.readOnly,
-		UID: uid, GID: gid, AttrTimeout: m.attrTTL, Logger: log,
+		UID: uid, GID: gid, AttrTimeout: ttl, Logger: log,
 		MaxNameLen: maxNameLen(spec),
 	})
 	if err != nil {

@@ -90,8 +90,8 @@ func baseline(b *testing.B, workload string, measure func() map[string]float64) 
 	for phase, v := range fresh {
 		mean[phase] = (v + prev[phase]) / 2
 		if v > 0 && prev[phase] > 0 && (v/prev[phase] > 1.5 || prev[phase]/v > 1.5) {
-			b.Logf("sdk baseline %q %s: %.3gs earlier, %.3gs now: the machine's load changed; ratio uses the mean",
-				workload, phase, prev[phase], v)
+			b.Logf("sdk baseline %q: %.3gs earlier, %.3gs now (load changed); the ratio uses the mean",
+				strings.TrimSpace(workload+" "+phase), prev[phase], v)
 		}
 	}
 	return mean

@@ -482,3 +482,80 @@ func TestRenameDirParallel(t *testing.T) {
 		}
 	}
 }
+
+// opCounter counts the writing calls a store receives.
+type opCounter struct {
+	backend.Store
+	puts, copies atomic.Int64
+}
+
+func (c *opCounter) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+	c.puts.Add(1)
+	return c.Store.Put(ctx, key, r, size, meta)
+}
+
+func (c *opCounter) Copy(ctx context.Context, src, dst string, opts backend.CopyOptions) (backend.ObjectInfo, error) {
+	c.copies.Add(1)
+	return c.Store.Copy(ctx, src, dst, opts)
+}
+
+// TestAttrsAreMetadataCopies: chmod, chown and utimes of a closed file are
+// one server-side copy each, never a re-upload; on a file with unsaved data
+// they ride along with the upload at close; reading and closing a file
+// writes nothing.
+func TestAttrsAreMetadataCopies(t *testing.T) {
+	oc := &opCounter{Store: mem.New()}
+	dir := mountStore(t, oc, false)
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, randBytes(t, 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	oc.puts.Store(0)
+	oc.copies.Store(0)
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 12, 34); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Unix(1000000000, 5)
+	if err := os.Chtimes(p, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || len(got) != 100000 {
+		t.Fatalf("read: %d bytes, %v", len(got), err)
+	}
+	if puts, copies := oc.puts.Load(), oc.copies.Load(); puts != 0 || copies != 3 {
+		t.Fatalf("chmod+chown+utimes+read: %d puts, %d copies; want 0 and 3", puts, copies)
+	}
+	info, err := oc.Stat(context.Background(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Metadata["mode"] != "600" || info.Metadata["uid"] != "12" || info.Metadata["gid"] != "34" || info.Metadata["mtime"] != "1000000000000000005" {
+		t.Fatalf("stored metadata %v", info.Metadata)
+	}
+
+	// Dirty open file: the changes are recorded and stored by the upload.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("dirty"), 0); err != nil {
+		t.Fatal(err)
+	}
+	oc.puts.Store(0)
+	oc.copies.Store(0)
+	if err := f.Chmod(0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if copies := oc.copies.Load(); copies != 0 {
+		t.Fatalf("chmod of a dirty file made %d copies, want it applied with the upload", copies)
+	}
+	if info, err := oc.Stat(context.Background(), "f"); err != nil || info.Metadata["mode"] != "640" {
+		t.Fatalf("mode after close: %v %v", info.Metadata, err)
+	}
+}

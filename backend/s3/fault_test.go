@@ -70,9 +70,10 @@ type faultProxy struct {
 	tr     *http.Transport
 	caFile string
 
-	mu   sync.Mutex
-	rule func(r *http.Request) fault
-	log  []seen
+	mu    sync.Mutex
+	rule  func(r *http.Request) fault
+	log   []seen
+	conns atomic.Int64 // connections accepted
 }
 
 func newFaultProxy(t *testing.T, minio *miniotest.Server) *faultProxy {
@@ -96,6 +97,11 @@ func newFaultProxy(t *testing.T, minio *miniotest.Server) *faultProxy {
 		},
 	}
 	p.srv = httptest.NewUnstartedServer(p)
+	p.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			p.conns.Add(1)
+		}
+	}
 	p.srv.StartTLS()
 	t.Cleanup(func() {
 		p.srv.CloseClientConnections()
@@ -420,6 +426,63 @@ func TestDeleteManyReportsKeys(t *testing.T) {
 	}
 	if !errors.Is(err, backend.ErrAccessDenied) {
 		t.Errorf("error %v should match ErrAccessDenied (key locked)", err)
+	}
+}
+
+// TestConnectionReuse: ranged reads that stop exactly at the end of their
+// range (io.ReadFull, then Close, as the filesystem reads blocks) leave
+// their connection reusable, so a run of small reads does not pay for a TLS
+// handshake each.
+func TestConnectionReuse(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(21, 1<<20)
+	if _, err := s.Put(t.Context(), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	before := p.conns.Load()
+	buf := make([]byte, 64<<10)
+	for i := range 20 {
+		off := int64(i) * 50_000
+		rc, err := s.Get(t.Context(), "obj", off, int64(len(buf)), backend.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		if !bytes.Equal(buf, data[off:off+int64(len(buf))]) {
+			t.Fatalf("range at %d differs", off)
+		}
+	}
+	if n := p.conns.Load() - before; n > 2 {
+		t.Errorf("20 sequential ranged reads opened %d connections, want them to reuse one", n)
+	}
+}
+
+// TestPutLongerThanAnnounced: a body longer than the size given is refused
+// without uploading the excess, and nothing is stored.
+func TestPutLongerThanAnnounced(t *testing.T) {
+	srv := server(t)
+	s := newStoreT(t, baseConfig(srv, srv.NewBucket(t)))
+	for _, size := range []int64{100, 6 << 20} { // single PUT, multipart
+		src := newGenReader(64 << 20)
+		_, err := s.Put(t.Context(), "k", src, size, nil)
+		if err == nil || !strings.Contains(err.Error(), "announced") {
+			t.Errorf("Put(size %d) of a 64 MiB body: err = %v, want a size mismatch", size, err)
+		}
+		if src.off > size+s.partSize {
+			t.Errorf("Put(size %d) read %d bytes of the body: more than needed to see the mismatch", size, src.off)
+		}
+		if _, err := s.Stat(t.Context(), "k"); !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("after the refused Put(size %d): Stat err = %v, want ErrNotFound", size, err)
+		}
 	}
 }
 

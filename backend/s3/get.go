@@ -71,7 +71,8 @@ func (s *Store) emptyAfterCheck(ctx context.Context, key, ifMatch string) (io.Re
 	return http.NoBody, nil
 }
 
-// reader streams one ranged GET and resumes it after failures.
+// reader streams one ranged GET and resumes it after failures. Read is
+// for one goroutine; Close may be called from another to abort a read.
 type reader struct {
 	s       *Store
 	ctx     context.Context // the caller's
@@ -80,14 +81,14 @@ type reader struct {
 	end     int64  // exclusive end; -1 until the first response says
 	etag    string // If-Match for every request after the first (and the first, if the caller gave one)
 	resumes int    // consecutive re-requests without progress
+	err     error  // sticky
+	idle    *time.Timer
 
-	body   io.ReadCloser
-	mu     sync.Mutex         // guards cancel against the idle timer
+	mu     sync.Mutex         // guards body and cancel against Close and the idle timer
+	body   io.ReadCloser      // nil between requests
 	cancel context.CancelFunc // ends the current request
-	idle   *time.Timer
-	stuck  atomic.Bool // the idle timer fired
-	err    error       // sticky
-	closed bool
+	stuck  atomic.Bool        // the idle timer fired
+	closed atomic.Bool
 }
 
 // open issues the GET for [pos, end) and installs its body.
@@ -113,72 +114,82 @@ func (r *reader) open() error {
 		}
 		return s.classify(r.ctx, "get", r.key, err)
 	}
-	if r.etag == "" {
-		r.etag = aws.ToString(out.ETag)
-	}
-	n := aws.ToInt64(out.ContentLength)
 	if out.ContentLength == nil {
 		// Without a length a truncated body could pass for a whole one.
 		cancel()
 		out.Body.Close()
 		return fmt.Errorf("s3: get %s: response without Content-Length: %w", s.where(r.key), backend.ErrPermanent)
 	}
-	r.end = r.pos + n
+	if r.etag == "" {
+		r.etag = aws.ToString(out.ETag)
+	}
+	r.end = r.pos + *out.ContentLength
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		cancel()
+		out.Body.Close()
+		return r.closedErr()
+	}
 	r.body, r.cancel = out.Body, cancel
-	r.mu.Unlock()
 	return nil
+}
+
+func (r *reader) closedErr() error {
+	return fmt.Errorf("s3: get %s: reader closed", r.s.where(r.key))
 }
 
 func (r *reader) Read(p []byte) (int, error) {
 	for {
-		if r.err != nil {
+		switch {
+		case r.err != nil:
 			return 0, r.err
-		}
-		if r.closed {
-			return 0, fmt.Errorf("s3: get %s: read after Close", r.s.where(r.key))
-		}
-		if r.end >= 0 && r.pos >= r.end {
-			r.release()
+		case r.closed.Load():
+			return 0, r.closedErr()
+		case r.pos >= r.end:
 			return 0, io.EOF
 		}
-		if r.body == nil {
+		r.mu.Lock()
+		body := r.body
+		r.mu.Unlock()
+		if body == nil {
 			if err := r.reopen(); err != nil {
 				r.err = err
 				return 0, err
 			}
 			continue
 		}
-		n, err := r.readBody(p)
+		n, err := r.readBody(body, p)
 		r.pos += int64(n)
 		if n > 0 {
 			r.resumes = 0
 		}
+		if r.pos >= r.end && (err == nil || err == io.EOF) {
+			r.finish(body)
+			return n, nil // io.EOF on the next call
+		}
 		if err == nil {
 			return n, nil
 		}
-		if err == io.EOF && r.pos >= r.end {
-			r.release()
-			return n, io.EOF
-		}
 		// The body ended early or broke.
-		if cerr := r.ctx.Err(); cerr != nil {
-			r.err = fmt.Errorf("s3: get %s: %w", r.s.where(r.key), cerr)
-			r.release()
-			return n, r.err
-		}
-		if r.pos >= r.end {
+		r.release()
+		switch {
+		case r.closed.Load():
+			r.err = r.closedErr()
+		case r.ctx.Err() != nil:
+			r.err = fmt.Errorf("s3: get %s: %w", r.s.where(r.key), r.ctx.Err())
+		case r.pos >= r.end:
 			// Everything arrived but the body still failed (a checksum
 			// mismatch on the whole object): nothing to re-request.
 			r.err = fmt.Errorf("s3: get %s: %w", r.s.where(r.key), err)
-			r.release()
-			return n, r.err
+		default:
+			r.resumes++
+			if r.resumes > maxResumes {
+				r.err = fmt.Errorf("s3: get %s: connection broke %d times at offset %d without progress, last: %w",
+					r.s.where(r.key), maxResumes, r.pos, err)
+			}
 		}
-		r.release()
-		r.resumes++
-		if r.resumes > maxResumes {
-			r.err = fmt.Errorf("s3: get %s: connection broke %d times at offset %d without progress, last: %w",
-				r.s.where(r.key), maxResumes, r.pos, err)
+		if r.err != nil {
 			return n, r.err
 		}
 		if n > 0 {
@@ -187,16 +198,16 @@ func (r *reader) Read(p []byte) (int, error) {
 	}
 }
 
-// readBody reads from the current body with the idle timer armed: if
-// nothing arrives within the idle timeout the request is cancelled and the
-// read fails, to be resumed.
-func (r *reader) readBody(p []byte) (int, error) {
+// readBody reads from body with the idle timer armed: if nothing arrives
+// within the idle timeout the request is cancelled and the read fails, to
+// be resumed.
+func (r *reader) readBody(body io.Reader, p []byte) (int, error) {
 	if r.idle == nil {
 		r.idle = time.AfterFunc(r.s.timeouts.bodyIdle, r.onIdle)
 	} else {
 		r.idle.Reset(r.s.timeouts.bodyIdle)
 	}
-	n, err := r.body.Read(p)
+	n, err := body.Read(p)
 	r.idle.Stop()
 	if err != nil && r.stuck.Swap(false) {
 		err = fmt.Errorf("no data for %v: %w", r.s.timeouts.bodyIdle, err)
@@ -235,20 +246,24 @@ func (r *reader) reopen() error {
 	return err
 }
 
+// finish ends a body that has delivered all its bytes. net/http hands the
+// connection back to the pool only once the body has reported io.EOF; it
+// normally does so with the last bytes, but a wrapper (the SDK's checksum
+// reader, for one) may report it on the next call, which a caller reading
+// exactly its range never makes. One more read settles it; at the end of
+// the announced length it returns at once.
+func (r *reader) finish(body io.Reader) {
+	var one [1]byte
+	_, _ = body.Read(one[:])
+	r.release()
+}
+
 // release closes the current body and ends its request.
 func (r *reader) release() {
 	r.mu.Lock()
 	body, cancel := r.body, r.cancel
 	r.body, r.cancel = nil, nil
 	r.mu.Unlock()
-	if body != nil && r.end >= 0 && r.pos >= r.end {
-		// All bytes are in, but net/http returns the connection to the
-		// pool only once the body has reported io.EOF; without this read
-		// every ranged GET would pay for a new TLS connection. At the end
-		// of the announced length it returns at once.
-		var one [1]byte
-		_, _ = body.Read(one[:])
-	}
 	if body != nil {
 		body.Close()
 	}
@@ -257,11 +272,10 @@ func (r *reader) release() {
 	}
 }
 
+// Close ends the read; it may be called while a Read is blocked, which then
+// fails.
 func (r *reader) Close() error {
-	r.closed = true
-	if r.idle != nil {
-		r.idle.Stop()
-	}
+	r.closed.Store(true)
 	r.release()
 	return nil
 }

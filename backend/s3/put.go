@@ -52,6 +52,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 		return s.putKnownSmall(ctx, key, r, size, meta)
 	}
 
+	if size >= 0 {
+		// Read one byte past the announced size at most: enough to
+		// refuse a longer body without uploading all of it.
+		r = io.LimitReader(r, size+1)
+	}
 	// Read the first part: a stream that ends within it needs no multipart
 	// upload.
 	buf := s.bufs.get(partSize)

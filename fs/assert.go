@@ -20,6 +20,7 @@ var (
 	_ = (gofs.NodeUnlinker)((*Dir)(nil))
 	_ = (gofs.NodeRmdirer)((*Dir)(nil))
 	_ = (gofs.NodeRenamer)((*Dir)(nil))
+	_ = (gofs.NodeFsyncer)((*Dir)(nil))
 
 	_ = (gofs.NodeOpener)((*File)(nil))
 	_ = (gofs.NodeGetattrer)((*File)(nil))

@@ -411,3 +411,23 @@ func (d *Dir) hasPending() bool {
 	}
 	return false
 }
+
+// Fsync of a directory (fsync on a descriptor of it, as editors and backup
+// tools do after a rename): names created, removed or renamed are already
+// durable, since those operations return only after the store call; what
+// remains is files created here and not yet stored, which are stored now so
+// that their entries exist.
+func (d *Dir) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	for _, ch := range d.Children() {
+		fl, ok := ch.Operations().(*File)
+		if !ok {
+			continue
+		}
+		if a, open := fl.openAttr(); open && a.info.Key == "" {
+			if err := fl.sync(ctx); err != nil {
+				return d.fsys.errno("fsyncdir", fl.key(), err)
+			}
+		}
+	}
+	return 0
+}

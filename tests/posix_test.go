@@ -315,6 +315,24 @@ var posixCases = []struct {
 			t.Fatal("object empty or missing after fsync")
 		}
 	}},
+	{"fsync of a directory stores new files", func(t *testing.T, m *mount, d string) {
+		f, err := os.Create(d + "/new")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		f.WriteString("entry")
+		dir, err := os.Open(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Close()
+		wantErrno(t, "fsync dir", dir.Sync(), 0)
+		rel, _ := filepath.Rel(m.dir, d+"/new")
+		if m.st.rawMaybe(t, rel) == nil {
+			t.Fatal("file entry not in the store after fsync of its directory")
+		}
+	}},
 	{"vault config name reserved at the root", func(t *testing.T, m *mount, d string) {
 		root := m.dir
 		for _, e := range strings.Fields(names(t, root)) {

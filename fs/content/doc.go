@@ -33,4 +33,3 @@ package content
 //     ErrAccessDenied pass through wrapped.
 //   - Engine.Close aborts uploads still streaming: sync every dirty file
 //     before closing the engine.
-//   - With Options.Cache nil there is no readahead (it fills the cache).

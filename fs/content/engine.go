@@ -44,7 +44,7 @@ const (
 type Options struct {
 	Store     backend.Store
 	Keys      *cipher.Keys // nil: no client-side encryption (object bytes are the plaintext)
-	Cache     *cache.Cache // nil: no block cache (and no readahead, which fills the cache)
+	Cache     *cache.Cache // nil: no block cache
 	MaxDirty  int64        // plaintext bytes of dirty data held in memory per mount before spilling; 0 = DefaultMaxDirty
 	SpoolDir  string       // where encrypted spool files go; "" = os.TempDir()
 	Readahead int64        // max readahead window per handle; 0 = DefaultReadahead, < 0 = off

@@ -63,6 +63,68 @@ type File struct {
 	st          *stream
 	inflight    map[fetchKey]*fetch
 	moved       bool // SetKey ran; the next Refresh describes the copy
+
+	// ready holds blocks fetched by readahead until a read takes them
+	// (FIFO-bounded by readyLimit). Handing them over through the cache
+	// alone fails exactly when it matters: a full TinyLFU cache refuses
+	// new blocks seen only once, and the reader would GET them again.
+	ready      map[fetchKey][]byte
+	readyOrder []fetchKey
+	readyBytes int64
+}
+
+// readyLimit bounds the bytes a File keeps in ready.
+func (e *Engine) readyLimit() int64 {
+	return max(e.readahead, 0) + readaheadPar*readaheadChunk
+}
+
+// keepReadyLocked adds prefetched blocks of content version cv. f.mu held.
+func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) {
+	if f.ready == nil {
+		f.ready = make(map[fetchKey][]byte)
+	}
+	for i, b := range blocks {
+		k := fetchKey{cv, i}
+		if _, dup := f.ready[k]; dup {
+			continue
+		}
+		f.ready[k] = b
+		f.readyOrder = append(f.readyOrder, k)
+		f.readyBytes += int64(len(b))
+	}
+	for f.readyBytes > f.e.readyLimit() && len(f.readyOrder) > 0 {
+		k := f.readyOrder[0]
+		f.readyOrder = f.readyOrder[1:]
+		if b, ok := f.ready[k]; ok {
+			delete(f.ready, k)
+			f.readyBytes -= int64(len(b))
+		}
+	}
+	if len(f.readyOrder) > 2*len(f.ready)+64 { // drop keys already taken
+		order := f.readyOrder[:0:0]
+		for _, k := range f.readyOrder {
+			if _, ok := f.ready[k]; ok {
+				order = append(order, k)
+			}
+		}
+		f.readyOrder = order
+	}
+}
+
+// takeReadyLocked removes and returns a prefetched block. f.mu held.
+func (f *File) takeReadyLocked(cv string, i uint64) ([]byte, bool) {
+	k := fetchKey{cv, i}
+	b, ok := f.ready[k]
+	if ok {
+		delete(f.ready, k)
+		f.readyBytes -= int64(len(b))
+	}
+	return b, ok
+}
+
+// clearReadyLocked drops every prefetched block (the base changed). f.mu held.
+func (f *File) clearReadyLocked() {
+	f.ready, f.readyOrder, f.readyBytes = nil, nil, 0
 }
 
 // version is one stored object as the reader path needs it.
@@ -223,6 +285,7 @@ func (f *File) Refresh(info backend.ObjectInfo) {
 		size = 0
 	}
 	info.Key = f.key
+	f.clearReadyLocked()
 	f.base = version{exists: true, info: info, size: size, content: info.ETag}
 	if f.e.keys == nil {
 		f.base.codec = plainCodec{id: "p:" + f.key}
@@ -291,6 +354,7 @@ func (f *File) loadHeader(ctx context.Context, v version, withBlock0 bool) error
 		final := e.blockCount(v.size) == 1
 		if plain, err := c.open(nil, data[e.hdr:], 0, final); err == nil {
 			e.cache.Set(cache.Key{File: c.cacheID(), Version: v.content, Block: 0}, plain)
+			e.cache.Wait() // the first read, right after Open, should find it
 		}
 	}
 	f.mu.Lock()
@@ -390,7 +454,7 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 	}
 	f.mu.Unlock()
 	if len(need) > 0 {
-		blocks, err := f.fetchBlocks(ctx, v, need, true)
+		blocks, err := f.fetchBlocks(ctx, v, need)
 		if err != nil {
 			return 0, v.info.ETag, err
 		}
@@ -424,14 +488,22 @@ func (f *File) dirtyData(i uint64, d *dblock) ([]byte, error) {
 }
 
 // fetchBlocks returns the plaintext of base blocks idxs of version v: from
-// the cache, from a GET already in flight, or from one new ranged GET per
-// run of consecutive missing blocks. With wait false (readahead) blocks in
-// flight elsewhere are skipped and the result may be incomplete. The
-// returned slices are shared with the cache: read only.
-func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait bool) (map[uint64][]byte, error) {
+// the blocks readahead prefetched, the cache, a GET already in flight, or
+// one new ranged GET per run of consecutive missing blocks. The returned
+// slices are shared (cache, other readers): read only.
+func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64) (map[uint64][]byte, error) {
 	e := f.e
 	res := make(map[uint64][]byte, len(idxs))
 	for attempt := 0; ; attempt++ {
+		// Prefetched blocks first: taking them frees their memory even
+		// when the cache has a copy too.
+		f.mu.Lock()
+		for _, i := range idxs {
+			if b, ok := f.takeReadyLocked(v.content, i); ok {
+				res[i] = b
+			}
+		}
+		f.mu.Unlock()
 		var missing []uint64
 		for _, i := range idxs {
 			if _, ok := res[i]; ok {
@@ -447,26 +519,22 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait b
 			return res, nil
 		}
 		waits := make(map[uint64]*fetch)
-		var mine []*fetch
-		var runs [][2]uint64
 		f.mu.Lock()
+		var claim []uint64
 		for _, i := range missing {
-			if fl := f.inflight[fetchKey{v.info.ETag, i}]; fl != nil {
+			if b, ok := f.takeReadyLocked(v.content, i); ok {
+				res[i] = b
+			} else if fl := f.inflight[fetchKey{v.info.ETag, i}]; fl != nil {
 				waits[i] = fl
-				continue
-			}
-			if n := len(runs); n > 0 && runs[n-1][1]+1 == i {
-				runs[n-1][1] = i
 			} else {
-				runs = append(runs, [2]uint64{i, i})
-				mine = append(mine, &fetch{done: make(chan struct{}), blocks: make(map[uint64][]byte)})
+				claim = append(claim, i)
 			}
-			f.inflight[fetchKey{v.info.ETag, i}] = mine[len(mine)-1]
 		}
+		runs, mine := f.claimLocked(v, claim)
 		f.mu.Unlock()
 		var firstErr error
 		for k, r := range runs {
-			f.doFetch(ctx, v, r[0], r[1], mine[k])
+			f.doFetch(ctx, v, r[0], r[1], mine[k], false)
 			if mine[k].err != nil && firstErr == nil {
 				firstErr = mine[k].err
 			}
@@ -474,9 +542,6 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait b
 		}
 		if firstErr != nil {
 			return nil, firstErr
-		}
-		if !wait {
-			return res, nil
 		}
 		retry := false
 		for i, fl := range waits {
@@ -500,21 +565,47 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64, wait b
 				retry = true
 			}
 		}
+		f.mu.Lock()
+		for i := range waits {
+			// A readahead fetch also parked the block in ready: taken.
+			if _, ok := res[i]; ok {
+				f.takeReadyLocked(v.content, i)
+			}
+		}
+		f.mu.Unlock()
 		if !retry {
 			return res, nil
 		}
 	}
 }
 
+// claimLocked registers one fetch per run of consecutive indexes in idxs
+// (sorted) as in flight. f.mu held.
+func (f *File) claimLocked(v version, idxs []uint64) (runs [][2]uint64, fls []*fetch) {
+	for _, i := range idxs {
+		if n := len(runs); n > 0 && runs[n-1][1]+1 == i {
+			runs[n-1][1] = i
+		} else {
+			runs = append(runs, [2]uint64{i, i})
+			fls = append(fls, &fetch{done: make(chan struct{}), blocks: make(map[uint64][]byte)})
+		}
+		f.inflight[fetchKey{v.info.ETag, i}] = fls[len(fls)-1]
+	}
+	return runs, fls
+}
+
 // doFetch GETs blocks [first, last] of v, opens them, caches them and
-// completes fl.
-func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *fetch) {
+// completes fl; keep (readahead) also holds them in ready for the reader.
+func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *fetch, keep bool) {
 	e := f.e
 	fl.err = f.getBlocks(ctx, v, first, last, fl.blocks)
 	// Make the blocks visible in the cache before the in-flight entry
 	// goes, so a reader arriving now does not GET them again.
 	e.cache.Wait()
 	f.mu.Lock()
+	if keep && fl.err == nil && f.base.content == v.content {
+		f.keepReadyLocked(v.content, fl.blocks)
+	}
 	for i := first; i <= last; i++ {
 		if f.inflight[fetchKey{v.info.ETag, i}] == fl {
 			delete(f.inflight, fetchKey{v.info.ETag, i})

@@ -3,10 +3,13 @@ package content
 import (
 	"context"
 	"sync"
+
+	"github.com/s3cryptfs/s3cryptfs/cache"
 )
 
 // Handle is one open file handle: it detects sequential reading and then
-// fetches ahead of the reader, in parallel ranged GETs, into the cache.
+// fetches ahead of the reader, in parallel ranged GETs, into the cache and
+// the File's ready set (bounded), where the read picks them up.
 // Random access fetches only the blocks it touches.
 type Handle struct {
 	f      *File
@@ -46,7 +49,7 @@ func (h *Handle) Close() {
 // them again.
 func (h *Handle) readahead(off, n int64) {
 	e := h.f.e
-	if e.cache == nil || e.readahead <= 0 || n <= 0 {
+	if e.readahead <= 0 || n <= 0 {
 		return
 	}
 	h.mu.Lock()
@@ -75,42 +78,51 @@ func (h *Handle) readahead(off, n int64) {
 		default:
 			return // enough in flight; the next read continues from raEnd
 		}
+		// Claim the blocks now, not in the goroutine: a read arriving
+		// before the GET starts must find them in flight, not fetch them
+		// a second time.
+		v, runs, fls := h.f.claimPrefetch(start, end)
 		h.wg.Add(1)
-		go func(start, end int64) {
+		go func() {
 			defer h.wg.Done()
 			defer func() { <-h.sem }()
-			h.f.prefetch(h.ctx, start, end)
-		}(start, end)
+			for k, r := range runs {
+				h.f.doFetch(h.ctx, v, r[0], r[1], fls[k], true)
+				if err := fls[k].err; err != nil && h.ctx.Err() == nil {
+					e.log.Debug("readahead failed", "key", v.info.Key, "err", err)
+				}
+			}
+		}()
 		start = end
 		h.raEnd = end
 	}
 }
 
-// prefetch fetches the stored blocks covering [start, end) that are not
-// dirty, cached or in flight. Errors are left to the read that needs the
-// data.
-func (f *File) prefetch(ctx context.Context, start, end int64) {
-	v, err := f.baseSnapshot(ctx)
-	if err != nil {
-		return
-	}
+// claimPrefetch registers as in flight the stored blocks covering
+// [start, end) that are not dirty, prefetched, cached or in flight already,
+// and returns the runs to GET. Readahead needs the header read (Open does
+// that); without it, it does nothing.
+func (f *File) claimPrefetch(start, end int64) (version, [][2]uint64, []*fetch) {
 	e := f.e
-	var idxs []uint64
 	f.mu.Lock()
-	if f.base.info.ETag != v.info.ETag {
-		f.mu.Unlock()
-		return
+	defer f.mu.Unlock()
+	v := f.base
+	if !v.exists || v.codec == nil {
+		return v, nil, nil
 	}
+	var idxs []uint64
 	for i := uint64(start / e.bs); int64(i)*e.bs < min(end, f.baseValid); i++ {
-		if f.dirty[i] == nil {
-			idxs = append(idxs, i)
+		if f.dirty[i] != nil || f.inflight[fetchKey{v.info.ETag, i}] != nil {
+			continue
 		}
+		if _, ok := f.ready[fetchKey{v.content, i}]; ok {
+			continue
+		}
+		if _, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
+			continue
+		}
+		idxs = append(idxs, i)
 	}
-	f.mu.Unlock()
-	if len(idxs) == 0 {
-		return
-	}
-	if _, err := f.fetchBlocks(ctx, v, idxs, false); err != nil && ctx.Err() == nil {
-		e.log.Debug("readahead failed", "key", v.info.Key, "err", err)
-	}
+	runs, fls := f.claimLocked(v, idxs)
+	return v, runs, fls
 }

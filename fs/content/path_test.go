@@ -740,3 +740,53 @@ func TestStalledStream(t *testing.T) {
 		t.Fatal("content differs")
 	}
 }
+
+// TestReadaheadFullCache: a sequential read through a cache much smaller
+// than the file (so a TinyLFU cache refuses most new blocks) still fetches
+// every block exactly once: readahead hands blocks over itself and claims
+// them before its GET starts.
+func TestReadaheadFullCache(t *testing.T) {
+	ctx := testCtx(t)
+	v := newEnv(t, stores()[0].new(t), testKeys(t, cipher.DefaultBlockSize), func(o *Options) { o.Readahead = 2 << 20 })
+	const size = 32 << 20
+	data := pattern(size, 5)
+	f := v.eng.Create("big", nil)
+	writeSeq(t, f, data, 1<<20)
+	mustSync(t, f)
+	small, err := cache.New(2 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(small.Close)
+	v.eng.cache = small
+	f = v.reopen(ctx, "big")
+	v.store.mu.Lock()
+	v.store.getLog = nil
+	v.store.mu.Unlock()
+	h := f.NewHandle()
+	defer h.Close()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n, err := h.ReadAt(ctx, buf, off)
+		if err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	h.wg.Wait()
+	seen := map[uint64]int{}
+	v.store.mu.Lock()
+	for _, g := range v.store.getLog {
+		for i := uint64(0); v.eng.blockOff(i) < g[0]+g[1]; i++ {
+			if v.eng.blockOff(i) >= g[0] {
+				seen[i]++
+			}
+		}
+	}
+	v.store.mu.Unlock()
+	for i := range uint64(size / v.eng.bs) {
+		// Block 0 came with the header at Open.
+		if seen[i] != 1 && !(i == 0 && seen[i] == 0) {
+			t.Errorf("block %d fetched %d times", i, seen[i])
+		}
+	}
+}

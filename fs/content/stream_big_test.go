@@ -98,8 +98,11 @@ func TestStreamingBoundedMemory(t *testing.T) {
 		mustWrite(t, f, chunk, off)
 		h.Write(chunk)
 		if off%(8<<20) == 0 {
+			// Live heap: what the engine retains, not garbage from this
+			// or earlier tests awaiting collection.
+			runtime.GC()
 			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
+			peak = max(peak, ms.HeapAlloc)
 		}
 	}
 	if got := s.consumed.Load(); got < size-(1<<20) {
@@ -109,9 +112,9 @@ func TestStreamingBoundedMemory(t *testing.T) {
 	if s.plainLen != size || !bytes.Equal(s.sum[:], h.Sum(nil)) {
 		t.Fatalf("store received %d plaintext bytes with another hash, want %d", s.plainLen, size)
 	}
-	t.Logf("file %d MiB, peak heap in use %d MiB", size>>20, peak>>20)
-	if limit := uint64(64 << 20); peak > limit {
-		t.Fatalf("peak heap %d MiB while streaming a %d MiB file, want < %d MiB", peak>>20, size>>20, limit>>20)
+	t.Logf("file %d MiB, peak live heap %d MiB", size>>20, peak>>20)
+	if limit := uint64(48 << 20); peak > limit {
+		t.Fatalf("peak live heap %d MiB while streaming a %d MiB file, want < %d MiB", peak>>20, size>>20, limit>>20)
 	}
 	if n := v.eng.memDirty.Load(); n != 0 {
 		t.Fatalf("%d dirty bytes accounted after Sync", n)

@@ -167,7 +167,7 @@ func (f *File) loadDirtyLocked(ctx context.Context, i uint64, baseNeeded bool) (
 		v, err := f.baseSnapshot(ctx)
 		var blocks map[uint64][]byte
 		if err == nil {
-			blocks, err = f.fetchBlocks(ctx, v, []uint64{i}, true)
+			blocks, err = f.fetchBlocks(ctx, v, []uint64{i})
 		}
 		f.mu.Lock()
 		if err != nil {
@@ -675,7 +675,7 @@ func (f *File) blockForUpload(ctx context.Context, v version, valid, size int64,
 	if bo >= valid {
 		return buf, nil // hole
 	}
-	blocks, err := f.fetchBlocks(ctx, v, []uint64{i}, true)
+	blocks, err := f.fetchBlocks(ctx, v, []uint64{i})
 	if err != nil {
 		return nil, err
 	}
@@ -704,6 +704,7 @@ func (f *File) commit(info backend.ObjectInfo, c codec) {
 		}
 		f.dropLocked(i)
 	}
+	f.clearReadyLocked()
 	f.base = version{exists: true, info: info, size: f.size, codec: c, content: info.ETag}
 	f.base.info.Key = f.key
 	f.baseValid = f.size

@@ -207,6 +207,10 @@ func newStore(ctx context.Context, cfg Config, to *timeouts, retryBase time.Dura
 			tr.TLSHandshakeTimeout = 10 * time.Second
 			tr.ExpectContinueTimeout = time.Second
 			tr.IdleConnTimeout = 90 * time.Second
+			// A backstop only: each attempt has its own, tighter bound
+			// (attemptTimeout); this one must allow a server-side copy of
+			// 5 GiB, which answers only when done.
+			tr.ResponseHeaderTimeout = 15 * time.Minute
 			// Parts and ranged reads run in parallel, from several
 			// uploads and readers at once: keep enough connections warm
 			// that none is torn down and re-handshaked between requests.

@@ -15,6 +15,9 @@
 //	S3CRYPTFS_BENCH_CACHE=512MiB   --cache-size of the s3cryptfs mount
 //	S3CRYPTFS_BENCH_TABLE=FILE     also write the summary table (Markdown) to FILE
 //	S3CRYPTFS_BIN=PATH             use this s3cryptfs binary instead of building ./cmd/s3cryptfs
+//	S3CRYPTFS_BENCH_MOUNT_ENV=...  extra environment of the s3cryptfs mount process (GOGC=50 ...)
+//	S3CRYPTFS_BENCH_PAIRED=0       no second SDK run per system for the ratios
+//	S3CRYPTFS_BENCH_SDK_PART, S3CRYPTFS_BENCH_SDK_CONC  part size and parallelism of the baselines
 //
 // At the end of a run the package prints a Markdown table with every system
 // side by side (docs/PERFORMANCE.md is made from it).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -176,7 +177,13 @@ func (s *s3cryptfsSys) fileKey(rel string) string { return filepath.ToSlash(rel)
 func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 	b.Helper()
 	dir, log := newMountDir(b, s.e, sysS3cryptfs)
-	startDaemon(b, log, s.extraEnv, s.bin, "mount", "--path-style", "--cache-size", cfg().cacheSize,
+	env := s.extraEnv
+	if extra := os.Getenv("S3CRYPTFS_BENCH_MOUNT_ENV"); extra != "" {
+		// For experiments on the mount process only, e.g.
+		// S3CRYPTFS_BENCH_MOUNT_ENV="GOGC=50 GOMEMLIMIT=600MiB".
+		env = append(slices.Clone(env), strings.Fields(extra)...)
+	}
+	startDaemon(b, log, env, s.bin, "mount", "--path-style", "--cache-size", cfg().cacheSize,
 		"--passphrase-file", s.passFile, "--log-file", log, s.store, dir)
 	return finishMount(b, sysS3cryptfs, dir, log, "s3cryptfs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

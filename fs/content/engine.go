@@ -71,6 +71,24 @@ type Engine struct {
 	cancel context.CancelFunc
 
 	corruptLogged sync.Map // "key\x00etag\x00block" -> struct{}: log each corruption once
+
+	blockBufs sync.Pool // *[]byte of cap bs: dirty block buffers, reused after spill or drop
+}
+
+// getBlockBuf returns an empty buffer of capacity bs. Its bytes past len are
+// garbage: dirty blocks never expose bytes past their length.
+func (e *Engine) getBlockBuf() []byte {
+	if p, ok := e.blockBufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, e.bs)
+}
+
+// putBlockBuf recycles a dirty block buffer nobody references any more.
+func (e *Engine) putBlockBuf(b []byte) {
+	if int64(cap(b)) == e.bs {
+		e.blockBufs.Put(&b)
+	}
 }
 
 // New returns an engine over opts.Store.

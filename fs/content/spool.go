@@ -35,6 +35,7 @@ type spool struct {
 	dir      string
 	slotSize int64
 	open     func(dir string) (spoolFile, error)
+	bufs     sync.Pool // *[]byte of cap slotSize, for put
 
 	mu     sync.Mutex
 	f      spoolFile // created on first put
@@ -126,12 +127,19 @@ func (s *spool) put(index uint64, plain []byte) (spoolRef, error) {
 	f, aead := s.f, s.aead
 	s.mu.Unlock()
 
-	buf := make([]byte, cipher.NonceSize, int(s.slotSize))
+	bp, _ := s.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, int(s.slotSize))
+		bp = &b
+	}
+	defer s.bufs.Put(bp)
+	buf := (*bp)[:cipher.NonceSize]
 	if _, err := rand.Read(buf); err != nil {
 		s.release(ref)
 		return spoolRef{}, fmt.Errorf("content: spool nonce: %w", err)
 	}
 	buf = aead.Seal(buf, buf[:cipher.NonceSize], plain, spoolAD(slot, index, ref.gen))
+	*bp = buf
 	if _, err := f.WriteAt(buf, slot*s.slotSize); err != nil {
 		s.release(ref)
 		return spoolRef{}, fmt.Errorf("content: spool write: %w", err)

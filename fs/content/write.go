@@ -120,6 +120,7 @@ func (f *File) spillBlockLocked(i uint64, d *dblock) error {
 	if err != nil {
 		return fmt.Errorf("content: write %q: %w", f.key, err)
 	}
+	f.e.putBlockBuf(d.data)
 	d.data, d.ref, d.spilled = nil, ref, true
 	f.e.memDirty.Add(-f.e.bs)
 	return nil
@@ -134,6 +135,7 @@ func (f *File) dropLocked(i uint64) {
 	if d.spilled {
 		f.e.spool.release(d.ref)
 	} else {
+		f.e.putBlockBuf(d.data)
 		f.e.memDirty.Add(-f.e.bs)
 	}
 	delete(f.dirty, i)
@@ -152,15 +154,14 @@ func (f *File) loadDirtyLocked(ctx context.Context, i uint64, baseNeeded bool) (
 			if err != nil {
 				return nil, err
 			}
-			buf := make([]byte, len(data), e.bs)
-			copy(buf, data)
+			buf := append(e.getBlockBuf(), data...)
 			e.spool.release(d.ref)
 			d.data, d.spilled = buf, false
 			e.memDirty.Add(e.bs)
 		}
 		return d, nil
 	}
-	buf := make([]byte, 0, e.bs)
+	buf := e.getBlockBuf()
 	bo := int64(i) * e.bs
 	if baseNeeded && bo < f.baseValid {
 		f.mu.Unlock()
@@ -255,13 +256,14 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 
 // stream is a streaming upload in progress (see File).
 type stream struct {
-	pw     *io.PipeWriter
-	cancel context.CancelFunc
-	done   chan struct{}
-	next   uint64 // blocks below next are in the pipe
-	key    string
-	meta   map[string]string
-	codec  codec
+	pw      *io.PipeWriter
+	cancel  context.CancelFunc
+	done    chan struct{}
+	next    uint64 // blocks below next are in the pipe
+	sealBuf []byte
+	key     string
+	meta    map[string]string
+	codec   codec
 
 	info backend.ObjectInfo // result of Put, set before done is closed
 	err  error
@@ -322,10 +324,15 @@ func (f *File) pushBlock(st *stream, i uint64, final bool) error {
 			return err
 		}
 	}
-	n := e.blockLen(i, f.size)
-	buf := make([]byte, n)
-	copy(buf, plain)
-	sealed := st.codec.seal(nil, buf, i, final)
+	if n := e.blockLen(i, f.size); len(plain) != n {
+		buf := make([]byte, n) // zeros past the data
+		copy(buf, plain)
+		plain = buf
+	}
+	// pw.Write returns only once the reader has copied everything, so one
+	// buffer per stream serves every block.
+	st.sealBuf = st.codec.seal(st.sealBuf[:0], plain, i, final)
+	sealed := st.sealBuf
 	if d != nil && !d.spilled && !final {
 		if err := f.spillBlockLocked(i, d); err != nil {
 			f.mu.Unlock()

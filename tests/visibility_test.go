@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -54,6 +56,36 @@ func TestTwoMounts(t *testing.T) {
 		time.Sleep(ttl)
 		_, err = os.Stat(b.path("g"))
 		wantErrno(t, "stat deleted file", err, syscall.ENOENT)
+
+		// A file kept open in one mount while the other replaces it: reads
+		// of data not yet cached fail with EIO instead of mixing versions.
+		big := bytes.Repeat([]byte("old version "), 4<<20) // 48 MiB
+		if err := os.WriteFile(a.path("big"), big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(ttl)
+		rb, err := os.Open(b.path("big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rb.Close()
+		buf := make([]byte, 4096)
+		if _, err := rb.ReadAt(buf, 0); err != nil || !bytes.HasPrefix(buf, []byte("old version")) {
+			t.Fatalf("first read: %v", err)
+		}
+		if err := os.WriteFile(a.path("big"), bytes.ToUpper(big), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = rb.ReadAt(buf, 40<<20)
+		switch {
+		case errors.Is(err, syscall.EIO):
+		case err == nil && bytes.Contains(buf, []byte("OLD VERSION")):
+			t.Fatal("a descriptor opened on the old version read the new one (mixed versions)")
+		default:
+			t.Fatalf("read after the object was replaced: %v, want EIO", err)
+		}
+		rb.Close()
+		wantContent(t, b.path("big"), string(bytes.ToUpper(big))) // a new open sees the new version
 
 		// Last writer wins: both mounts write the same file; the content is
 		// one whole version, the one closed last.

@@ -88,7 +88,18 @@ func TestSSE(t *testing.T) {
 				t.Fatalf("Copy big (multipart copy): %v", err)
 			}
 
-			for key, want := range map[string][]byte{"small": small, "big": big, "small-copy": small, "big-copy": big} {
+			// chmod on a mount: a copy onto itself replacing the metadata.
+			if _, err := s.Put(ctx, "self", bytes.NewReader(small), int64(len(small)), meta); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Copy(ctx, "self", "self", backend.CopyOptions{ReplaceMetadata: true, Metadata: map[string]string{"mode": "100600"}}); err != nil {
+				t.Fatalf("Copy onto itself: %v", err)
+			}
+			if st, err := s.Stat(ctx, "self"); err != nil || st.Metadata["mode"] != "100600" {
+				t.Errorf("after a copy onto itself: %+v, %v", st, err)
+			}
+
+			for key, want := range map[string][]byte{"small": small, "big": big, "small-copy": small, "big-copy": big, "self": small} {
 				in := &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
 				if mode == SSEC {
 					in.SSECustomerAlgorithm = aws.String("AES256")

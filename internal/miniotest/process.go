@@ -16,6 +16,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // process is a running MinIO whose exit is observed in the background.
@@ -136,7 +139,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return s.waitS3(ctx)
 			}
 		}
 		select {
@@ -148,6 +151,34 @@ func (s *Server) waitReady(ctx context.Context) error {
 		}
 		if delay < 200*time.Millisecond {
 			delay *= 2
+		}
+	}
+}
+
+// waitS3 waits until MinIO accepts an authenticated bucket operation: it
+// reports ready before every subsystem (bucket metadata, IAM) has started,
+// and meanwhile answers 503 XMinioServerNotInitialized.
+func (s *Server) waitS3(ctx context.Context) error {
+	c, tr, err := s.newSDKClient()
+	if err != nil {
+		return err
+	}
+	defer tr.CloseIdleConnections()
+	const probe = "miniotest-ready"
+	for {
+		_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(probe)})
+		if err == nil {
+			_, err = c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(probe)})
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.proc.done:
+			return fmt.Errorf("MinIO exited during startup: %v", s.proc.exited())
+		case <-ctx.Done():
+			return fmt.Errorf("MinIO at %s does not accept S3 requests: %w (last: %v)", s.Endpoint, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

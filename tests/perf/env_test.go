@@ -208,7 +208,8 @@ type mount struct {
 	umount  func() error // system-specific unmount command
 	mu      sync.Mutex
 	done    bool
-	peakRSS int64 // VmHWM in bytes, read at unmount
+	peakRSS int64   // VmHWM in bytes, read at unmount
+	cpu0    float64 // CPU seconds the process had used when the mount was ready
 }
 
 var liveMounts struct {
@@ -406,6 +407,35 @@ func parseVmHWM(status []byte) (int64, error) {
 		return kb << 10, nil
 	}
 	return 0, errors.New("perf: no VmHWM in status")
+}
+
+// cpuSeconds returns the user+system CPU time pid has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func cpuSeconds(pid int) (float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("perf: %w", err)
+	}
+	return parseStatCPU(raw)
+}
+
+func parseStatCPU(stat []byte) (float64, error) {
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("perf: malformed /proc/PID/stat")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, errors.New("perf: short /proc/PID/stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("perf: /proc/PID/stat times %q %q", f[11], f[12])
+	}
+	return float64(ut+st) / 100, nil
 }
 
 func processAlive(pid int) bool {

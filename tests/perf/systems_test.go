@@ -110,6 +110,8 @@ func finishMount(b *testing.B, sys, dir, log, exe string, umount func() error) *
 	})
 	if m.pid == 0 {
 		b.Logf("perf: %s mounted at %s but its process was not found; no RSS figure", sys, dir)
+	} else {
+		m.cpu0, _ = cpuSeconds(m.pid) // excludes start-up work such as the KDF
 	}
 	registerMount(m)
 	b.Cleanup(func() { m.unmount(b) })

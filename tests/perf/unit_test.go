@@ -139,3 +139,18 @@ func TestRatio(t *testing.T) {
 		t.Errorf("ratio(0,4) = %v, want NaN", r)
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with spaces and parentheses, utime 250, stime 50 ticks.
+	stat := "4242 (s3 (crypt) fs) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 0 0"
+	got, err := parseStatCPU([]byte(stat))
+	if err != nil || got != 3.0 {
+		t.Errorf("parseStatCPU = %v, %v; want 3", got, err)
+	}
+	if _, err := parseStatCPU([]byte("4242 (x) S 1")); err == nil {
+		t.Error("short stat gave no error")
+	}
+	if _, err := cpuSeconds(os.Getpid()); err != nil {
+		t.Errorf("cpuSeconds(self): %v", err)
+	}
+}

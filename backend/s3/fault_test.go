@@ -416,7 +416,7 @@ func TestDeleteManyReportsKeys(t *testing.T) {
 		}
 		return fault{}
 	})
-	err = s.DeleteMany(t.Context(), []string{"locked", "gone", "busy", "fine"})
+	err = s.DeleteMany(testCtx(t), []string{"locked", "gone", "busy", "fine"})
 	if err == nil {
 		t.Fatal("DeleteMany with two failed keys succeeded")
 	}
@@ -442,14 +442,14 @@ func TestConnectionReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := randomBytes(21, 1<<20)
-	if _, err := s.Put(t.Context(), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
+	if _, err := s.Put(testCtx(t), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
 		t.Fatal(err)
 	}
 	before := p.conns.Load()
 	buf := make([]byte, 64<<10)
 	for i := range 20 {
 		off := int64(i) * 50_000
-		rc, err := s.Get(t.Context(), "obj", off, int64(len(buf)), backend.GetOptions{})
+		rc, err := s.Get(testCtx(t), "obj", off, int64(len(buf)), backend.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -473,14 +473,14 @@ func TestPutLongerThanAnnounced(t *testing.T) {
 	s := newStoreT(t, baseConfig(srv, srv.NewBucket(t)))
 	for _, size := range []int64{100, 6 << 20} { // single PUT, multipart
 		src := newGenReader(64 << 20)
-		_, err := s.Put(t.Context(), "k", src, size, nil)
+		_, err := s.Put(testCtx(t), "k", src, size, nil)
 		if err == nil || !strings.Contains(err.Error(), "announced") {
 			t.Errorf("Put(size %d) of a 64 MiB body: err = %v, want a size mismatch", size, err)
 		}
 		if src.off > size+s.partSize {
 			t.Errorf("Put(size %d) read %d bytes of the body: more than needed to see the mismatch", size, src.off)
 		}
-		if _, err := s.Stat(t.Context(), "k"); !errors.Is(err, backend.ErrNotFound) {
+		if _, err := s.Stat(testCtx(t), "k"); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("after the refused Put(size %d): Stat err = %v, want ErrNotFound", size, err)
 		}
 	}
@@ -498,7 +498,7 @@ func TestReplacedDuringResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := randomBytes(12, 4<<20)
-	if _, err := s.Put(t.Context(), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
+	if _, err := s.Put(testCtx(t), "obj", bytes.NewReader(data), int64(len(data)), nil); err != nil {
 		t.Fatal(err)
 	}
 	bare := srv.SDKClient(t)
@@ -511,7 +511,7 @@ func TestReplacedDuringResume(t *testing.T) {
 		}
 	}
 	p.setRule(firstN(1, isGet, fault{kind: resetBody, after: 1 << 20, before: replace}))
-	rc, err := s.Get(t.Context(), "obj", 0, -1, backend.GetOptions{})
+	rc, err := s.Get(testCtx(t), "obj", 0, -1, backend.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,14 +563,14 @@ func TestPermanentFaults(t *testing.T) {
 		}
 		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
 		start := time.Now()
-		_, err = s.Get(t.Context(), "k", 0, -1, backend.GetOptions{})
+		_, err = s.Get(testCtx(t), "k", 0, -1, backend.GetOptions{})
 		if !errors.Is(err, backend.ErrAccessDenied) || !strings.Contains(err.Error(), "lack permission") {
 			t.Errorf("Get: err = %v, want ErrAccessDenied", err)
 		}
 		fast(t, "Get", start, 1)
 		start = time.Now()
 		p.setRule(func(*http.Request) fault { return fault{kind: forbidden} })
-		_, err = s.Put(t.Context(), "k", opaque{bytes.NewReader(randomBytes(3, 11<<20))}, -1, nil)
+		_, err = s.Put(testCtx(t), "k", opaque{bytes.NewReader(randomBytes(3, 11<<20))}, -1, nil)
 		if !errors.Is(err, backend.ErrAccessDenied) {
 			t.Errorf("Put: err = %v, want ErrAccessDenied", err)
 		}
@@ -594,17 +594,17 @@ func TestPermanentFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := srv.SDKClient(t).DeleteBucket(t.Context(), &s3.DeleteBucketInput{Bucket: aws.String(gone)}); err != nil {
+		if _, err := srv.SDKClient(t).DeleteBucket(testCtx(t), &s3.DeleteBucketInput{Bucket: aws.String(gone)}); err != nil {
 			t.Fatal(err)
 		}
 		p.setRule(nil)
 		start := time.Now()
-		_, err = s.Get(t.Context(), "k", 0, -1, backend.GetOptions{})
+		_, err = s.Get(testCtx(t), "k", 0, -1, backend.GetOptions{})
 		if !errors.Is(err, backend.ErrNotFound) || !backend.IsPermanent(err) || !strings.Contains(err.Error(), "does not exist") {
 			t.Errorf("Get: err = %v, want a permanent ErrNotFound naming the bucket", err)
 		}
 		t.Logf("Get: %v", err)
-		_, err = s.Put(t.Context(), "k", strings.NewReader("x"), 1, nil)
+		_, err = s.Put(testCtx(t), "k", strings.NewReader("x"), 1, nil)
 		t.Logf("Put: %v", err)
 		if !errors.Is(err, backend.ErrPermanent) || !strings.Contains(err.Error(), gone) {
 			t.Errorf("Put: err = %v, want a permanent error naming the bucket", err)

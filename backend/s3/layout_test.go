@@ -11,7 +11,7 @@ import (
 func listKeys(t *testing.T, s *Store, prefix, delim string) []string {
 	t.Helper()
 	var out []string
-	err := s.List(t.Context(), prefix, delim, func(obj *backend.ObjectInfo, p string) error {
+	err := s.List(testCtx(t), prefix, delim, func(obj *backend.ObjectInfo, p string) error {
 		if obj != nil {
 			out = append(out, "obj:"+obj.Key)
 		} else {
@@ -36,7 +36,7 @@ func TestMinIOKeyLayout(t *testing.T) {
 	srv := server(t)
 	s := newStoreT(t, baseConfig(srv, srv.NewBucket(t)))
 	for _, k := range []string{"d/", "d/x", "d/y/", "d/y/z", "d/y/w/v", "f", "f/", "g"} {
-		if _, err := s.Put(t.Context(), k, strings.NewReader(k), int64(len(k)), nil); err != nil {
+		if _, err := s.Put(testCtx(t), k, strings.NewReader(k), int64(len(k)), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -93,3 +93,12 @@ func TestConformance(t *testing.T) {
 }
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o600) }
+
+// testCtx bounds a test's store calls: with retries and per-attempt
+// timeouts a call against a dead server could otherwise take many minutes
+// to fail.
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}

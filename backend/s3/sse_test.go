@@ -33,7 +33,7 @@ func (o opaque) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 func readAll(t *testing.T, s *Store, key string, off, n int64) []byte {
 	t.Helper()
-	rc, err := s.Get(t.Context(), key, off, n, backend.GetOptions{})
+	rc, err := s.Get(testCtx(t), key, off, n, backend.GetOptions{})
 	if err != nil {
 		t.Fatalf("Get(%q): %v", key, err)
 	}
@@ -73,7 +73,7 @@ func TestSSE(t *testing.T) {
 			s := newStoreT(t, cfg)
 			s.copyLimit, s.copyPart = 6<<20, 5<<20 // multipart copy for "big"
 
-			ctx := t.Context()
+			ctx := testCtx(t)
 			meta := map[string]string{"mode": "100644"}
 			if _, err := s.Put(ctx, "small", bytes.NewReader(small), int64(len(small)), meta); err != nil {
 				t.Fatalf("Put small: %v", err)
@@ -151,11 +151,11 @@ func TestSSECWrongOrMissingKey(t *testing.T) {
 	cfg := baseConfig(srv, bucket)
 	cfg.SSE, cfg.SSECKey = SSEC, randomBytes(5, 32)
 	s := newStoreT(t, cfg)
-	if _, err := s.Put(t.Context(), "secret", strings.NewReader("payload"), 7, nil); err != nil {
+	if _, err := s.Put(testCtx(t), "secret", strings.NewReader("payload"), 7, nil); err != nil {
 		t.Fatal(err)
 	}
 
-	_, err := srv.SDKClient(t).GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("secret")})
+	_, err := srv.SDKClient(t).GetObject(testCtx(t), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("secret")})
 	if err == nil {
 		t.Fatal("bare GetObject of an SSE-C object without the key succeeded")
 	}
@@ -165,11 +165,11 @@ func TestSSECWrongOrMissingKey(t *testing.T) {
 	wrongKey.SSECKey = randomBytes(6, 32)
 	for name, c := range map[string]Config{"no key": noKey, "wrong key": wrongKey} {
 		other := newStoreT(t, c)
-		_, err := other.Get(t.Context(), "secret", 0, -1, backend.GetOptions{})
+		_, err := other.Get(testCtx(t), "secret", 0, -1, backend.GetOptions{})
 		checkSSECError(t, name+": Get", err)
-		_, err = other.Stat(t.Context(), "secret")
+		_, err = other.Stat(testCtx(t), "secret")
 		checkSSECError(t, name+": Stat", err)
-		_, err = other.Copy(t.Context(), "secret", "copy", backend.CopyOptions{})
+		_, err = other.Copy(testCtx(t), "secret", "copy", backend.CopyOptions{})
 		checkSSECError(t, name+": Copy", err)
 	}
 	if got := readAll(t, s, "secret", 0, -1); string(got) != "payload" {

@@ -197,7 +197,8 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, n
 	if err != nil {
 		return f.errno("rename", srcPfx, err)
 	}
-	if err := f.copyAll(ctx, keys, srcPfx, dstPfx); err != nil {
+	copied, err := f.copyAll(ctx, keys, srcPfx, dstPfx)
+	if err != nil {
 		return f.errno("rename", srcPfx, err)
 	}
 	if !hasMarker {
@@ -223,8 +224,14 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, n
 		for _, fl := range files {
 			fl.mu.Lock()
 			if fl.cf != nil {
-				rel := strings.TrimPrefix(fl.cf.Key(), srcPfx)
-				fl.cf.SetKey(dstPfx + rel)
+				dst := dstPfx + strings.TrimPrefix(fl.cf.Key(), srcPfx)
+				fl.cf.SetKey(dst)
+				// The copy may carry a new ETag (multipart copies, local
+				// and mem stores): adopt it as the same bytes, or the open
+				// file's If-Match reads would fail.
+				if info, ok := copied[dst]; ok {
+					fl.cf.Refresh(info)
+				}
 			}
 			fl.mu.Unlock()
 		}
@@ -233,14 +240,17 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, n
 }
 
 // copyAll copies keys from under srcPfx to the same names under dstPfx, at
-// most f.copyPar at a time, and returns the first error.
-func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) error {
+// most f.copyPar at a time. It returns what the store reported for each
+// copy, by destination key, or the first error.
+func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) (map[string]backend.ObjectInfo, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, f.copyPar)
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
+	var mu sync.Mutex
+	copied := make(map[string]backend.ObjectInfo, len(keys))
 	for _, k := range keys {
 		if ctx.Err() != nil {
 			break
@@ -250,13 +260,21 @@ func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) 
 		go func(k string) {
 			defer func() { <-sem; wg.Done() }()
 			dst := dstPfx + strings.TrimPrefix(k, srcPfx)
-			if _, err := f.store.Copy(ctx, k, dst, backend.CopyOptions{}); err != nil {
+			info, err := f.store.Copy(ctx, k, dst, backend.CopyOptions{})
+			if err != nil {
 				once.Do(func() { first = err; cancel() })
+				return
 			}
+			mu.Lock()
+			copied[dst] = info
+			mu.Unlock()
 		}(k)
 	}
 	wg.Wait()
-	return first
+	if first != nil {
+		return nil, first
+	}
+	return copied, nil
 }
 
 // walkFiles calls fn for every File node (open or not) below n.

@@ -41,6 +41,7 @@ const (
 	stallBody           // forward; stop sending after some body bytes
 	drop                // close the connection (RST) without an answer
 	respond             // answer status and body, request not forwarded
+	lostAnswer          // forward, then cut the connection instead of answering
 )
 
 type fault struct {
@@ -218,6 +219,11 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	if f.kind == lostAnswer {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		rst(w)
+		return
+	}
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
@@ -393,6 +399,37 @@ func TestTransientFaults(t *testing.T) {
 			t.Fatalf("Put after a stalled attempt: %v", err)
 		}
 	})
+}
+
+// TestLostCompletion: when the answer to a successful
+// CompleteMultipartUpload is lost, the SDK's retry finds the upload gone
+// (NoSuchUpload); the store recognises its own object by the multipart
+// ETag and reports success.
+func TestLostCompletion(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(31, 11<<20)
+	isComplete := func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Query().Has("uploadId") }
+	p.setRule(firstN(1, isComplete, fault{kind: lostAnswer}))
+	oi, err := s.Put(testCtx(t), "obj", opaque{bytes.NewReader(data)}, -1, nil)
+	if err != nil {
+		t.Fatalf("Put whose completion answer was lost: %v", err)
+	}
+	if n := countFaults(p.requests(), lostAnswer); n != 1 {
+		t.Fatalf("%d completions lost, want 1", n)
+	}
+	st, err := s.Stat(testCtx(t), "obj")
+	if err != nil || st.ETag != oi.ETag || st.Size != int64(len(data)) {
+		t.Errorf("Stat = %+v, %v; want the Put's ETag %q and size %d", st, err, oi.ETag, len(data))
+	}
+	if got := readAll(t, s, "obj", 0, -1); !bytes.Equal(got, data) {
+		t.Error("content differs")
+	}
 }
 
 // TestDeleteManyReportsKeys: per-key failures in a DeleteObjects answer are

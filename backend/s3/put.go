@@ -3,10 +3,13 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -281,14 +284,41 @@ func (u *upload) complete(ctx context.Context, size int64, meta map[string]strin
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	}
 	u.s.sse.complete(in)
+	oi := backend.ObjectInfo{Key: u.key, Size: size, LastModified: time.Now(), Metadata: cloneMeta(meta)}
 	out, err := u.s.client.CompleteMultipartUpload(ctx, in)
 	if err != nil {
-		return backend.ObjectInfo{}, u.s.classify(ctx, "put (complete)", u.key, err)
+		err = u.s.classify(ctx, "put (complete)", u.key, err)
+		// Completing is the one request that is not idempotent: if the
+		// answer to a completion that succeeded was lost, the retry finds
+		// the upload gone. The object is then ours if its ETag is the one
+		// S3 derives from our parts.
+		if strings.Contains(err.Error(), "NoSuchUpload") {
+			if want := multipartETag(parts); want != "" {
+				if st, herr := u.s.head(ctx, "put (complete)", u.key, ""); herr == nil && st.ETag == want && st.Size == size {
+					oi.ETag = st.ETag
+					return oi, nil
+				}
+			}
+		}
+		return backend.ObjectInfo{}, err
 	}
-	return backend.ObjectInfo{
-		Key: u.key, Size: size, ETag: aws.ToString(out.ETag),
-		LastModified: time.Now(), Metadata: cloneMeta(meta),
-	}, nil
+	oi.ETag = aws.ToString(out.ETag)
+	return oi, nil
+}
+
+// multipartETag is the ETag S3 (and MinIO) give an object completed from
+// parts: the MD5 of the parts' binary MD5s, then "-" and the part count.
+// It returns "" if a part ETag is not a hex MD5 (some SSE modes).
+func multipartETag(parts []types.CompletedPart) string {
+	h := md5.New()
+	for _, p := range parts {
+		b, err := hex.DecodeString(strings.Trim(aws.ToString(p.ETag), `"`))
+		if err != nil || len(b) != md5.Size {
+			return ""
+		}
+		h.Write(b)
+	}
+	return fmt.Sprintf(`"%x-%d"`, h.Sum(nil), len(parts))
 }
 
 // abort discards the upload's parts. It runs even when ctx is cancelled

@@ -32,16 +32,16 @@ import (
 type faultKind int
 
 const (
-	pass      faultKind = iota
-	slowDown            // 503 SlowDown, request not forwarded
-	internal            // 500 InternalError, request not forwarded
-	forbidden           // 403 AccessDenied, request not forwarded
-	delay               // wait, then forward
-	resetBody           // forward; cut the connection (RST) after some body bytes
-	stallBody           // forward; stop sending after some body bytes
-	drop                // close the connection (RST) without an answer
-	respond             // answer status and body, request not forwarded
-	lostAnswer          // forward, then cut the connection instead of answering
+	pass       faultKind = iota
+	slowDown             // 503 SlowDown, request not forwarded
+	internal             // 500 InternalError, request not forwarded
+	forbidden            // 403 AccessDenied, request not forwarded
+	delay                // wait, then forward
+	resetBody            // forward; cut the connection (RST) after some body bytes
+	stallBody            // forward; stop sending after some body bytes
+	drop                 // close the connection (RST) without an answer
+	respond              // answer status and body, request not forwarded
+	lostAnswer           // forward, then cut the connection instead of answering
 )
 
 type fault struct {

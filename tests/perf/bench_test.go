@@ -95,7 +95,9 @@ func benchSeqWrite(b *testing.B, sys string) {
 	workload := "seq write " + mib(int64(len(data))) + ", until durable"
 	b.SetBytes(int64(len(data)))
 	if sys == sysSDK {
+		cpu0 := selfCPU()
 		secs := sdkSeqWrite(b, e, ctx, onTimer(b))
+		b.ReportMetric((selfCPU()-cpu0)/float64(b.N), "client-CPU-s")
 		setBaseline(workload, map[string]float64{"": secs})
 		report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s", ratio: nan}, "MB/s")
 		return
@@ -234,7 +236,9 @@ func benchSeqReadCold(b *testing.B, sys string) {
 	b.SetBytes(int64(len(data)))
 	if sys == sysSDK {
 		ensureSeqFile(b, e, sys)
+		cpu0 := selfCPU()
 		secs := sdkSeqRead(b, e, ctx, onTimer(b))
+		b.ReportMetric((selfCPU()-cpu0)/float64(b.N), "client-CPU-s")
 		setBaseline(workload, map[string]float64{"": secs})
 		report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s", ratio: nan}, "MB/s")
 		return

@@ -16,6 +16,7 @@
 //	S3CRYPTFS_BENCH_TABLE=FILE     also write the summary table (Markdown) to FILE
 //	S3CRYPTFS_BIN=PATH             use this s3cryptfs binary instead of building ./cmd/s3cryptfs
 //	S3CRYPTFS_BENCH_MOUNT_ENV=...  extra environment of the s3cryptfs mount process (GOGC=50 ...)
+//	S3CRYPTFS_BENCH_MOUNT_ARGS=... extra options of s3cryptfs mount (--attr-timeout 10s ...)
 //	S3CRYPTFS_BENCH_PAIRED=0       no second SDK run per system for the ratios
 //	S3CRYPTFS_BENCH_SDK_PART, S3CRYPTFS_BENCH_SDK_CONC  part size and parallelism of the baselines
 //

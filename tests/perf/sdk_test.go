@@ -43,6 +43,7 @@ func envSize(name string, def int64) int64 {
 // sdkUpload stores data under key with a parallel multipart upload (a single
 // PutObject when it fits in one part) and returns once S3 has completed it.
 func sdkUpload(ctx context.Context, c *s3.Client, bucket, key string, data []byte, partSize int64, conc int) error {
+	partSize = max(partSize, 5<<20) // S3's minimum part size (a small S3CRYPTFS_BENCH_SDK_PART is for GETs)
 	if int64(len(data)) <= partSize {
 		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
 			Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))})

@@ -185,8 +185,11 @@ func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 		// S3CRYPTFS_BENCH_MOUNT_ENV="GOGC=50 GOMEMLIMIT=600MiB".
 		env = append(slices.Clone(env), strings.Fields(extra)...)
 	}
-	startDaemon(b, log, env, s.bin, "mount", "--path-style", "--cache-size", cfg().cacheSize,
-		"--passphrase-file", s.passFile, "--log-file", log, s.store, dir)
+	args := []string{"mount", "--path-style", "--cache-size", cfg().cacheSize,
+		"--passphrase-file", s.passFile, "--log-file", log}
+	// More mount options for experiments, e.g. "--attr-timeout 10s".
+	args = append(args, strings.Fields(os.Getenv("S3CRYPTFS_BENCH_MOUNT_ARGS"))...)
+	startDaemon(b, log, env, s.bin, append(args, s.store, dir)...)
 	return finishMount(b, sysS3cryptfs, dir, log, "s3cryptfs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,6 +51,16 @@ func reportRSS(b *testing.B, m *mount) {
 	}
 	b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
 	notePeakRSS(m.sys, rss)
+}
+
+// selfCPU returns the CPU seconds (user+system) this process has used: the
+// SDK baselines' client cost, to set beside a mount's mount-CPU-s.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // baselines holds the bare-SDK figures of this run, seconds per operation

@@ -49,9 +49,20 @@ func reportRSS(b *testing.B, m *mount) {
 		b.Logf("perf: no RSS figure for %s: %v", m.sys, err)
 		return
 	}
+	rssByBench.Lock()
+	if rss < rssByBench.m[b] {
+		rss = rssByBench.m[b] // a benchmark with two mounts reports the larger
+	}
+	rssByBench.m[b] = rss
+	rssByBench.Unlock()
 	b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
 	notePeakRSS(m.sys, rss)
 }
+
+var rssByBench = struct {
+	sync.Mutex
+	m map[*testing.B]int64
+}{m: map[*testing.B]int64{}}
 
 // selfCPU returns the CPU seconds (user+system) this process has used: the
 // SDK baselines' client cost, to set beside a mount's mount-CPU-s.

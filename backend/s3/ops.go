@@ -20,6 +20,9 @@ import (
 // metadata returned is the copied version's) and gives the size that
 // decides between one CopyObject and a multipart copy (above 5 GiB).
 func (s *Store) Copy(ctx context.Context, src, dst string, opts backend.CopyOptions) (backend.ObjectInfo, error) {
+	if err := checkMeta(opts.Metadata); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("s3: copy to %s: %w", s.where(dst), err)
+	}
 	for attempt := 1; ; attempt++ {
 		oi, err := s.copyOnce(ctx, src, dst, opts)
 		// Without a caller's If-Match, a 412 only means src was replaced

@@ -41,6 +41,9 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 	if err := ctx.Err(); err != nil {
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %w", s.where(key), err)
 	}
+	if err := checkMeta(meta); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %w", s.where(key), err)
+	}
 	if size > maxObjectSize {
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %d bytes exceed S3's 5 TiB object limit: %w",
 			s.where(key), size, backend.ErrPermanent)
@@ -76,6 +79,30 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: reading data: %w", s.where(key), err)
 	}
 	return s.putMultipart(ctx, key, r, size, meta, partSize, buf)
+}
+
+// checkMeta refuses user metadata S3 cannot carry, before any request:
+// names travel as x-amz-meta-NAME headers (lower-case letters, digits and
+// -_. here, as the contract promises lower case) and values must be
+// printable US-ASCII, or the request fails in confusing ways (a signature
+// mismatch, a header rejected by net/http).
+func checkMeta(meta map[string]string) error {
+	for k, v := range meta {
+		if k == "" {
+			return fmt.Errorf("metadata with an empty name: %w", backend.ErrPermanent)
+		}
+		for i := 0; i < len(k); i++ {
+			if c := k[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+				return fmt.Errorf("metadata name %q: only a-z, 0-9, '-', '_' and '.' are allowed: %w", k, backend.ErrPermanent)
+			}
+		}
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < 0x20 || c > 0x7e {
+				return fmt.Errorf("metadata %s: value %q is not printable US-ASCII (encode it first): %w", k, v, backend.ErrPermanent)
+			}
+		}
+	}
+	return nil
 }
 
 // putKnownSmall uploads a body of known size that fits one part.

@@ -291,3 +291,18 @@ func TestReadSSECKeyFile(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+func TestCheckMeta(t *testing.T) {
+	good := []map[string]string{nil, {}, {"mode": "100644", "mtime": "1700000000.5", "x-y_z.1": "two words ~!"}}
+	for _, m := range good {
+		if err := checkMeta(m); err != nil {
+			t.Errorf("checkMeta(%v): %v", m, err)
+		}
+	}
+	bad := []map[string]string{{"": "v"}, {"Mode": "1"}, {"a b": "1"}, {"k": "ünï"}, {"k": "line\nbreak"}, {"k": "\x00"}}
+	for _, m := range bad {
+		if err := checkMeta(m); !errors.Is(err, backend.ErrPermanent) {
+			t.Errorf("checkMeta(%q) = %v, want a permanent error", m, err)
+		}
+	}
+}

@@ -29,15 +29,16 @@ import (
 // Defaults for the zero Options fields.
 const (
 	DefaultMaxDirty  = 256 << 20
-	DefaultReadahead = 8 << 20
+	DefaultReadahead = 32 << 20
 
 	// plainBlockSize is the caching unit when client-side encryption is off.
 	plainBlockSize = cipher.DefaultBlockSize
 
-	minReadahead   = 256 << 10 // first readahead window of a sequential reader
-	readaheadChunk = 1 << 20   // bytes per readahead GET
-	readaheadPar   = 4         // readahead GETs in flight per handle
-	maxCopyRange   = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
+	minReadahead      = 256 << 10 // first readahead window of a sequential reader
+	minReadaheadChunk = 1 << 20   // bytes per readahead GET, at least ...
+	maxReadaheadChunk = 8 << 20   // ... and at most (window/8 in between)
+	readaheadPar      = 4         // readahead GETs in flight per handle
+	maxCopyRange      = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
 )
 
 // Options configure an Engine.
@@ -66,6 +67,12 @@ type Engine struct {
 
 	spool    *spool
 	memDirty atomic.Int64 // bytes of dirty blocks held in memory, all files
+
+	// raMem counts the plaintext bytes readahead holds, all handles: blocks
+	// claimed by a readahead GET (in flight) or parked in a File's ready
+	// set, one block size each. It never exceeds raMax (see readaheadMem).
+	raMem atomic.Int64
+	raMax int64
 
 	ctx    context.Context // background work (streaming uploads); cancelled by Close
 	cancel context.CancelFunc
@@ -118,9 +125,54 @@ func New(opts Options) (*Engine, error) {
 		l := e.keys.Layout()
 		e.hdr, e.bs, e.overhead = int64(l.HeaderSize), int64(l.BlockSize), cipher.BlockOverhead
 	}
+	e.raMax = e.readaheadMem()
 	e.spool = newSpool(opts.SpoolDir, int(e.bs))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
+}
+
+// readaheadChunk is the size of one readahead GET for a window of w bytes:
+// an eighth of it, within [1 MiB, 8 MiB]. Small windows (a reader that just
+// started) get their first bytes soon; a full window gets few requests,
+// each long enough that its latency (a few ms on MinIO, tens on S3) is
+// amortised, like the SDK's ranged-GET downloads (8-16 MiB parts).
+func readaheadChunk(w int64) int64 {
+	return min(max(w/8, minReadaheadChunk), maxReadaheadChunk)
+}
+
+// readaheadMem is the engine-wide bound on what readahead holds (raMax):
+// one full window plus readaheadPar GETs in flight (48 MiB with the default
+// 32 MiB window), whatever the number of handles and files. Handles share
+// it: when it is used up, readahead waits and readers fetch on demand.
+// Counted in block sizes of plaintext; each GET in flight also holds one
+// sealed block of transient buffer.
+func (e *Engine) readaheadMem() int64 {
+	if e.readahead <= 0 {
+		return 0
+	}
+	return e.readahead + readaheadPar*readaheadChunk(e.readahead)
+}
+
+// raAcquire reserves up to n blocks of readahead memory and returns how
+// many it got.
+func (e *Engine) raAcquire(n int) int {
+	for {
+		cur := e.raMem.Load()
+		k := min(int64(n), (e.raMax-cur)/e.bs)
+		if k <= 0 {
+			return 0
+		}
+		if e.raMem.CompareAndSwap(cur, cur+k*e.bs) {
+			return int(k)
+		}
+	}
+}
+
+// raRelease returns n blocks of readahead memory.
+func (e *Engine) raRelease(n int) {
+	if n > 0 {
+		e.raMem.Add(-int64(n) * e.bs)
+	}
 }
 
 // Close stops background uploads (an unsynced streaming upload is aborted:

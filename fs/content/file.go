@@ -71,18 +71,23 @@ type File struct {
 	ready      map[fetchKey][]byte
 	readyOrder []fetchKey
 	readyBytes int64
+	handles    int // open Handles; the last one to close clears ready
 }
 
-// readyLimit bounds the bytes a File keeps in ready.
+// readyLimit bounds the bytes a File keeps in ready (the engine-wide
+// readahead budget bounds all Files together too).
 func (e *Engine) readyLimit() int64 {
-	return max(e.readahead, 0) + readaheadPar*readaheadChunk
+	return e.readaheadMem()
 }
 
-// keepReadyLocked adds prefetched blocks of content version cv. f.mu held.
-func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) {
+// keepReadyLocked adds prefetched blocks of content version cv and returns
+// how many it added (each holds one block of readahead budget until taken
+// or evicted). f.mu held.
+func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) int {
 	if f.ready == nil {
 		f.ready = make(map[fetchKey][]byte)
 	}
+	added := 0
 	for i, b := range blocks {
 		k := fetchKey{cv, i}
 		if _, dup := f.ready[k]; dup {
@@ -91,6 +96,7 @@ func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) {
 		f.ready[k] = b
 		f.readyOrder = append(f.readyOrder, k)
 		f.readyBytes += int64(len(b))
+		added++
 	}
 	for f.readyBytes > f.e.readyLimit() && len(f.readyOrder) > 0 {
 		k := f.readyOrder[0]
@@ -98,6 +104,7 @@ func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) {
 		if b, ok := f.ready[k]; ok {
 			delete(f.ready, k)
 			f.readyBytes -= int64(len(b))
+			f.e.raRelease(1)
 		}
 	}
 	if len(f.readyOrder) > 2*len(f.ready)+64 { // drop keys already taken
@@ -109,6 +116,7 @@ func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) {
 		}
 		f.readyOrder = order
 	}
+	return added
 }
 
 // takeReadyLocked removes and returns a prefetched block. f.mu held.
@@ -118,12 +126,14 @@ func (f *File) takeReadyLocked(cv string, i uint64) ([]byte, bool) {
 	if ok {
 		delete(f.ready, k)
 		f.readyBytes -= int64(len(b))
+		f.e.raRelease(1)
 	}
 	return b, ok
 }
 
 // clearReadyLocked drops every prefetched block (the base changed). f.mu held.
 func (f *File) clearReadyLocked() {
+	f.e.raRelease(len(f.ready))
 	f.ready, f.readyOrder, f.readyBytes = nil, nil, 0
 }
 
@@ -595,7 +605,8 @@ func (f *File) claimLocked(v version, idxs []uint64) (runs [][2]uint64, fls []*f
 }
 
 // doFetch GETs blocks [first, last] of v, opens them, caches them and
-// completes fl; keep (readahead) also holds them in ready for the reader.
+// completes fl; keep (readahead, which reserved one block of readahead
+// budget for each) also holds them in ready for the reader.
 func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *fetch, keep bool) {
 	e := f.e
 	fl.err = f.getBlocks(ctx, v, first, last, fl.blocks)
@@ -603,8 +614,12 @@ func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *f
 	// goes, so a reader arriving now does not GET them again.
 	e.cache.Wait()
 	f.mu.Lock()
-	if keep && fl.err == nil && f.base.content == v.content {
-		f.keepReadyLocked(v.content, fl.blocks)
+	if keep {
+		kept := 0
+		if fl.err == nil && f.base.content == v.content {
+			kept = f.keepReadyLocked(v.content, fl.blocks)
+		}
+		e.raRelease(int(last-first+1) - kept)
 	}
 	for i := first; i <= last; i++ {
 		if f.inflight[fetchKey{v.info.ETag, i}] == fl {
@@ -623,16 +638,18 @@ func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out
 	if err != nil {
 		return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
 	}
-	buf := make([]byte, end-off)
-	_, err = io.ReadFull(rc, buf)
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
-	}
+	defer rc.Close()
 	count := e.blockCount(v.size)
 	sealed := e.bs + e.overhead
+	// One sealed block at a time: a GET of many blocks needs one block of
+	// buffer, not its whole range, and the first blocks are opened while
+	// the rest is still arriving.
+	buf := make([]byte, min(sealed, end-off))
 	for i := first; i <= last; i++ {
-		s := buf[int64(i-first)*sealed : min(int64(i-first+1)*sealed, int64(len(buf)))]
+		s := buf[:min(sealed, end-e.blockOff(i))]
+		if _, err := io.ReadFull(rc, s); err != nil {
+			return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
+		}
 		plain, err := v.codec.open(make([]byte, 0, len(s)), s, i, i == count-1)
 		if err != nil {
 			e.logCorrupt(v.info.Key, v.info.ETag, int64(i), err)

@@ -18,6 +18,8 @@ type Handle struct {
 	wg     sync.WaitGroup
 	sem    chan struct{} // readahead GETs in flight
 
+	closeOnce sync.Once
+
 	mu      sync.Mutex
 	lastEnd int64 // where the previous read ended; -1 before the first
 	window  int64 // current readahead window; 0 = not sequential
@@ -27,6 +29,9 @@ type Handle struct {
 // NewHandle returns a handle on f. Close it when the file handle closes.
 func (f *File) NewHandle() *Handle {
 	ctx, cancel := context.WithCancel(f.e.ctx)
+	f.mu.Lock()
+	f.handles++
+	f.mu.Unlock()
 	return &Handle{f: f, ctx: ctx, cancel: cancel, sem: make(chan struct{}, readaheadPar), lastEnd: -1}
 }
 
@@ -36,17 +41,29 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return h.f.ReadAt(ctx, p, off)
 }
 
-// Close stops this handle's readahead and waits for it.
+// Close stops this handle's readahead and waits for it. The last handle
+// of a File also drops its unread prefetched blocks (they may still be in
+// the cache): the File may be forgotten now, and with it the readahead
+// budget those blocks hold.
 func (h *Handle) Close() {
-	h.cancel()
-	h.wg.Wait()
+	h.closeOnce.Do(func() {
+		h.cancel()
+		h.wg.Wait()
+		f := h.f
+		f.mu.Lock()
+		if f.handles--; f.handles == 0 {
+			f.clearReadyLocked()
+		}
+		f.mu.Unlock()
+	})
 }
 
 // readahead grows the window while reads continue where the previous one
-// ended (256 KiB, doubling up to Options.Readahead) and starts GETs of up to
-// readaheadChunk bytes for what lies ahead and was not requested yet. The
-// read itself then waits for blocks already in flight instead of fetching
-// them again.
+// ended (256 KiB, doubling up to Options.Readahead) and starts GETs of
+// readaheadChunk(window) bytes for what lies ahead and was not requested
+// yet, at most readaheadPar per handle and within the engine-wide
+// readahead budget. The read itself then waits for blocks already in
+// flight instead of fetching them again.
 func (h *Handle) readahead(off, n int64) {
 	e := h.f.e
 	if e.readahead <= 0 || n <= 0 {
@@ -71,8 +88,9 @@ func (h *Handle) readahead(off, n int64) {
 	start := max(h.raEnd, off+n)
 	start -= start % e.bs // whole blocks; the part before start is already requested
 	target := min(off+n+h.window, limit)
+	chunk := readaheadChunk(h.window)
 	for start < target {
-		end := min(start+readaheadChunk, target)
+		end := min(start+chunk, target)
 		select {
 		case h.sem <- struct{}{}:
 		default:
@@ -81,36 +99,46 @@ func (h *Handle) readahead(off, n int64) {
 		// Claim the blocks now, not in the goroutine: a read arriving
 		// before the GET starts must find them in flight, not fetch them
 		// a second time.
-		v, runs, fls := h.f.claimPrefetch(start, end)
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			defer func() { <-h.sem }()
-			for k, r := range runs {
-				h.f.doFetch(h.ctx, v, r[0], r[1], fls[k], true)
-				if err := fls[k].err; err != nil && h.ctx.Err() == nil {
-					e.log.Debug("readahead failed", "key", v.info.Key, "err", err)
+		v, runs, fls, covered := h.f.claimPrefetch(start, end)
+		if len(runs) == 0 {
+			<-h.sem
+		} else {
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				defer func() { <-h.sem }()
+				for k, r := range runs {
+					h.f.doFetch(h.ctx, v, r[0], r[1], fls[k], true)
+					if err := fls[k].err; err != nil && h.ctx.Err() == nil {
+						e.log.Debug("readahead failed", "key", v.info.Key, "err", err)
+					}
 				}
-			}
-		}()
-		start = end
-		h.raEnd = end
+			}()
+		}
+		if covered <= start {
+			return // budget used up (or no header yet): continue at a later read
+		}
+		start = covered
+		h.raEnd = covered
 	}
 }
 
 // claimPrefetch registers as in flight the stored blocks covering
 // [start, end) that are not dirty, prefetched, cached or in flight already,
-// and returns the runs to GET. Readahead needs the header read (Open does
-// that); without it, it does nothing.
-func (f *File) claimPrefetch(start, end int64) (version, [][2]uint64, []*fetch) {
+// each holding one block of the engine's readahead budget, and returns the
+// runs to GET and how far it got: covered < end when the budget ran out.
+// Readahead needs the header read (Open does that); without it, it does
+// nothing (covered = start).
+func (f *File) claimPrefetch(start, end int64) (v version, runs [][2]uint64, fls []*fetch, covered int64) {
 	e := f.e
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v := f.base
+	v = f.base
 	if !v.exists || v.codec == nil {
-		return v, nil, nil
+		return v, nil, nil, start
 	}
 	var idxs []uint64
+	covered = end
 	for i := uint64(start / e.bs); int64(i)*e.bs < min(end, f.baseValid); i++ {
 		if f.dirty[i] != nil || f.inflight[fetchKey{v.info.ETag, i}] != nil {
 			continue
@@ -121,8 +149,12 @@ func (f *File) claimPrefetch(start, end int64) (version, [][2]uint64, []*fetch) 
 		if _, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
 			continue
 		}
+		if e.raAcquire(1) == 0 {
+			covered = int64(i) * e.bs
+			break
+		}
 		idxs = append(idxs, i)
 	}
-	runs, fls := f.claimLocked(v, idxs)
-	return v, runs, fls
+	runs, fls = f.claimLocked(v, idxs)
+	return v, runs, fls, covered
 }

@@ -1,0 +1,44 @@
+package tests
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps the layering of DESIGN.md honest:
+// cmd -> fs -> {cipher, cache, backend}. cipher, cache and backend (with its
+// stores) import neither each other nor go-fuse, and fs/content (the data
+// path) does not import go-fuse, so each stays testable on its own.
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/s3cryptfs/s3cryptfs/"
+	const fuse = "github.com/hanwen/go-fuse"
+	rules := []struct {
+		pkgs      string // a go list pattern
+		forbidden []string
+	}{
+		{"cipher/...", []string{mod + "cache", mod + "backend", mod + "fs", fuse, "github.com/aws/"}},
+		{"cache/...", []string{mod + "cipher", mod + "backend", mod + "fs", fuse}},
+		{"backend/...", []string{mod + "cipher", mod + "cache", mod + "fs", fuse}},
+		{"fs/content/...", []string{fuse, mod + "cmd"}},
+		{"fs/...", []string{mod + "cmd"}},
+	}
+	for _, r := range rules {
+		// -deps lists every package the non-test code pulls in, transitively.
+		out, err := exec.Command("go", "list", "-deps", "./../"+r.pkgs).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", r.pkgs, err, out)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 2 {
+			t.Fatalf("go list -deps %s listed nothing: %q", r.pkgs, out)
+		}
+		for _, d := range deps {
+			for _, f := range r.forbidden {
+				if d == f || strings.HasPrefix(d, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) {
+					t.Errorf("%s depends on %s (forbidden: %s)", r.pkgs, d, f)
+				}
+			}
+		}
+	}
+}

@@ -193,6 +193,7 @@ func fioRandRead(ctx context.Context, file string, size int64, runtimeSecs int) 
 		fmt.Sprintf("--size=%d", size), "--time_based", fmt.Sprintf("--runtime=%d", runtimeSecs),
 		"--group_reporting", "--output-format=json"}
 	cmd := exec.CommandContext(ctx, "fio", args...)
+	cmd.Dir = os.TempDir() // fio may leave state files in its working directory
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -33,3 +33,14 @@ package content
 //     ErrAccessDenied pass through wrapped.
 //   - Engine.Close aborts uploads still streaming: sync every dirty file
 //     before closing the engine.
+//   - A file written sequentially from empty streams to the store while it
+//     is written; only its first 16 MiB (the replay window) are kept
+//     besides the upload. If the upload fails after that, the content is
+//     lost: Sync, ReadAt and WriteAt return the store's error (EIO) until
+//     the file is truncated to 0, and the loss is logged. backend/s3
+//     retries every part before an upload fails. Reading such a file back
+//     while it is written, or writing elsewhere in it, completes the
+//     upload first (one extra upload when it is written to again).
+//   - Readahead memory is bounded engine-wide (window + 4 GETs: 48 MiB with
+//     the default 32 MiB window); a File's prefetched blocks go when its
+//     last Handle closes, so close every Handle.

@@ -39,6 +39,16 @@ const (
 	maxReadaheadChunk = 8 << 20   // ... and at most (window/8 in between)
 	readaheadPar      = 4         // readahead GETs in flight per handle
 	maxCopyRange      = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
+
+	// streamReplay is how much of a streaming upload stays in dirty (memory,
+	// or the spool under memory pressure) so that a failed upload can be
+	// redone by a later Sync. Past it, blocks handed to the upload are
+	// dropped: a sequential write of any size holds at most this much plus
+	// the store's part buffers, and seals every block once (it used to seal
+	// each block a second time into the spool, which grew to the file size).
+	// A failure beyond it loses the file (Sync: EIO); backend/s3 retries
+	// every part before it fails an upload.
+	streamReplay = 16 << 20
 )
 
 // Options configure an Engine.
@@ -64,6 +74,8 @@ type Engine struct {
 	// Object layout: header bytes, then blocks of bs plaintext bytes, each
 	// overhead bytes longer once sealed. Plaintext mode: 0, bs, 0.
 	hdr, bs, overhead int64
+
+	streamReplay int64 // the streamReplay constant; tests lower it
 
 	spool    *spool
 	memDirty atomic.Int64 // bytes of dirty blocks held in memory, all files
@@ -126,6 +138,7 @@ func New(opts Options) (*Engine, error) {
 		e.hdr, e.bs, e.overhead = int64(l.HeaderSize), int64(l.BlockSize), cipher.BlockOverhead
 	}
 	e.raMax = e.readaheadMem()
+	e.streamReplay = streamReplay
 	e.spool = newSpool(opts.SpoolDir, int(e.bs))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil

@@ -27,13 +27,19 @@ import (
 //     fresh, untouched full non-final blocks copied verbatim from the base.
 //   - streaming: the file was empty (new, or truncated to 0) and has only
 //     been appended to. A Put of the new object runs in the background
-//     reading from a pipe; every completed block is sealed into the pipe and
-//     at the same time moved to the spool, so memory stays bounded and a
-//     failed upload can be redone from the spool by a later Sync (rewrite
-//     mode). Blocks [0, st.next) are in the pipe, the tail is in memory.
-//     Any other mutation (write elsewhere, truncate) aborts the upload
-//     (nothing is stored) and continues in rewrite mode with all data still
-//     in dirty; Sync seals the tail as final and waits for the Put.
+//     reading from a pipe; every completed block is sealed into the pipe
+//     (blocks [0, st.next)); the tail is in dirty. While the stream is
+//     within the replay window (Engine.streamReplay, 16 MiB) the blocks in
+//     the pipe stay in dirty too, so a failed upload can be redone by a
+//     later Sync (rewrite mode), and another mutation (write elsewhere,
+//     truncate) aborts the upload (nothing is stored) and continues in
+//     rewrite mode. Past the window (st.dropped) blocks leave dirty once
+//     sealed: memory and spool stay bounded for any file size and each
+//     block is sealed once. Then another mutation, or a read of a dropped
+//     block, first completes the upload as it stands (rewrite mode over
+//     the stored object follows), and a failed upload loses the file
+//     (lost: every operation reports the error; Truncate to 0 starts
+//     afresh). Sync seals the tail as final and waits for the Put.
 //
 // Invariants: a dirty block never holds bytes at or past size; a block that
 // straddles baseValid with baseValid < base size is dirty (so base bytes
@@ -61,8 +67,11 @@ type File struct {
 	// since it was empty, so it may stream (see states above).
 	seqFromZero bool
 	st          *stream
-	inflight    map[fetchKey]*fetch
-	moved       bool // SetKey ran; the next Refresh describes the copy
+	// lost: a streamed upload failed after its blocks had left dirty (see
+	// pushBlock); the content is gone and every operation reports it.
+	lost     error
+	inflight map[fetchKey]*fetch
+	moved    bool // SetKey ran; the next Refresh describes the copy
 
 	// ready holds blocks fetched by readahead until a read takes them
 	// (FIFO-bounded by readyLimit). Handing them over through the cache
@@ -409,6 +418,14 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		n, etag, err := f.readOnce(ctx, p, off)
+		if errors.Is(err, errInUpload) {
+			// Blocks only the streaming upload holds: complete it, then
+			// read them from the store.
+			if err := f.completeStream(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		// Our own Sync may have replaced the object under a concurrent
 		// read: retry on the new version. A replacement by anyone else is
 		// reported.
@@ -437,6 +454,10 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 		return 0, v.info.ETag, fmt.Errorf("content: read %q: %w", v.info.Key, backend.ErrPreconditionFailed)
 	}
 	v = f.base
+	if f.lost != nil {
+		f.mu.Unlock()
+		return 0, v.info.ETag, f.lost
+	}
 	if off >= f.size || len(p) == 0 {
 		f.mu.Unlock()
 		return 0, v.info.ETag, nil
@@ -458,6 +479,9 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 			copyBlock(seg, data, inOff)
 		} else if bo < valid {
 			need = append(need, i)
+		} else if st := f.st; st != nil && st.dropped && i < st.next {
+			f.mu.Unlock()
+			return 0, v.info.ETag, errInUpload
 		} else {
 			clear(seg)
 		}
@@ -477,6 +501,36 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 		}
 	}
 	return len(p), v.info.ETag, nil
+}
+
+// errInUpload: a read needs blocks that only a streaming upload holds.
+var errInUpload = errors.New("block held only by the streaming upload")
+
+// completeStream completes a streaming upload past its replay window so
+// that a reader can read back what it dropped (rare: reading a file while
+// it is being written). Appends after that continue in rewrite mode. The
+// upload is not cancelled with ctx: that would lose the data.
+func (f *File) completeStream(ctx context.Context) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.mu.Lock()
+	st, lost := f.st, f.lost
+	f.mu.Unlock()
+	if lost != nil {
+		return lost
+	}
+	if st == nil {
+		return nil // completed meanwhile
+	}
+	if _, ok, err := f.finishStream(context.WithoutCancel(ctx), st); !ok {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.lost != nil {
+			return f.lost
+		}
+		return fmt.Errorf("content: read %q: %w", st.key, err)
+	}
+	return nil
 }
 
 // copyBlock fills seg with block bytes from inOff on, zeros past the data.

@@ -208,3 +208,15 @@ func pattern(n int, seed int) []byte {
 	rand.NewChaCha8(s).Read(b)
 	return b
 }
+
+// freshCache gives the engine a new, empty cache (also v.cache): what a
+// sync wrote through is forgotten, so reads go to the store.
+func (v *env) freshCache(t *testing.T) {
+	t.Helper()
+	c, err := cache.New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	v.cache, v.eng.cache = c, c
+}

@@ -272,6 +272,7 @@ func TestReplacedBehindOurBack(t *testing.T) {
 			f := v.eng.Create("r", nil)
 			writeSeq(t, f, pattern(8*4096, 1), 4096)
 			mustSync(t, f)
+			v.freshCache(t) // reads must go to the store, not the written-through blocks
 			f = v.reopen(ctx, "r")
 			// Someone else writes the key.
 			g := v.eng.Create("r", nil)
@@ -303,7 +304,7 @@ func TestCacheHitNoGet(t *testing.T) {
 	f := v.eng.Create("c", nil)
 	writeSeq(t, f, data, 1<<20)
 	mustSync(t, f)
-	v.cache.Wait()
+	v.freshCache(t) // forget the blocks the sync wrote through
 	f = v.reopen(ctx, "c")
 	g0 := v.store.gets.Load()
 	if got := readAll(t, ctx, f); !bytes.Equal(got, data) {
@@ -604,6 +605,7 @@ func TestInflightShared(t *testing.T) {
 	f := v.eng.Create("i", nil)
 	writeSeq(t, f, pattern(16*4096, 1), 4096)
 	mustSync(t, f)
+	v.freshCache(t) // forget the blocks the sync wrote through
 	f = v.reopen(ctx, "i")
 	gate := make(chan struct{})
 	g := &gated{Store: v.eng.store, gate: gate}

@@ -27,6 +27,10 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	e := f.e
 
 	f.mu.Lock()
+	if err := f.lost; err != nil {
+		f.mu.Unlock()
+		return 0, err
+	}
 	appending := off == f.size
 	if !appending {
 		f.seqFromZero = false
@@ -34,15 +38,21 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	streaming := f.st != nil
 	f.mu.Unlock()
 	if streaming && !appending {
-		f.abortStream("write out of sequence")
+		if err := f.endStream(ctx, "write out of sequence"); err != nil {
+			return 0, err
+		}
 	}
 	// A write blocked on a stalled streaming upload (backpressure) ends
 	// with its context: the upload is cancelled, the data stays in dirty.
+	// Not once blocks were dropped (past the replay window): cancelling
+	// would lose them, so the write waits for the store, whose own
+	// timeouts bound the wait.
 	stop := context.AfterFunc(ctx, func() {
 		f.mu.Lock()
 		st := f.st
+		dropped := st != nil && st.dropped
 		f.mu.Unlock()
-		if st != nil {
+		if st != nil && !dropped {
 			st.cancel()
 		}
 	})
@@ -218,6 +228,21 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 	defer f.wmu.Unlock()
 	e := f.e
 	f.mu.Lock()
+	if f.lost != nil && size == 0 {
+		// Nothing of the lost content remains: the file is usable again.
+		f.lost = nil
+		f.size, f.baseValid = 0, 0
+		for i := range f.dirty {
+			f.dropLocked(i)
+		}
+		f.modified, f.seqFromZero = true, true
+		f.mu.Unlock()
+		return nil
+	}
+	if err := f.lost; err != nil {
+		f.mu.Unlock()
+		return err
+	}
 	if size == f.size {
 		f.mu.Unlock()
 		return nil
@@ -225,7 +250,9 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 	streaming := f.st != nil
 	f.mu.Unlock()
 	if streaming {
-		f.abortStream("truncate")
+		if err := f.endStream(ctx, "truncate"); err != nil {
+			return err
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -256,10 +283,13 @@ func (f *File) Truncate(ctx context.Context, size int64) error {
 
 // stream is a streaming upload in progress (see File).
 type stream struct {
-	pw      *io.PipeWriter
-	cancel  context.CancelFunc
-	done    chan struct{}
-	next    uint64 // blocks below next are in the pipe
+	pw     *io.PipeWriter
+	cancel context.CancelFunc
+	done   chan struct{}
+	next   uint64 // blocks below next are in the pipe
+	// dropped: the blocks below next are no longer in dirty (the stream
+	// went past the replay window); only the upload holds them. f.mu.
+	dropped bool
 	sealBuf []byte
 	key     string
 	meta    map[string]string
@@ -307,11 +337,14 @@ func (f *File) startStream(ctx context.Context) error {
 	return nil
 }
 
-// pushBlock seals block i of the stream into the pipe and moves its
-// plaintext to the spool (where it stays, encrypted, until the upload is
-// complete, so a failed upload can be redone). A full spool refuses the
-// block (error); a failed upload just ends streaming (the data is all in
-// dirty, and Sync uploads it). wmu held.
+// pushBlock seals block i of the stream into the pipe. Within the replay
+// window (the first streamReplay bytes) the block stays in dirty, so a
+// failed upload can be redone by a later Sync (rewrite mode). Past it,
+// every block in the pipe leaves dirty: memory and spool stay bounded for
+// any file size, and the upload is the only copy (backend/s3 retries each
+// part itself; if the upload fails anyway, the file is lost: see lose).
+// A spool read error refuses the block; a failed upload ends streaming.
+// wmu held.
 func (f *File) pushBlock(st *stream, i uint64, final bool) error {
 	e := f.e
 	f.mu.Lock()
@@ -333,11 +366,17 @@ func (f *File) pushBlock(st *stream, i uint64, final bool) error {
 	// buffer per stream serves every block.
 	st.sealBuf = st.codec.seal(st.sealBuf[:0], plain, i, final)
 	sealed := st.sealBuf
-	if d != nil && !d.spilled && !final {
-		if err := f.spillBlockLocked(i, d); err != nil {
-			f.mu.Unlock()
-			return err
+	if !final && int64(i+1)*e.bs > e.streamReplay {
+		if !st.dropped {
+			for j := range f.dirty {
+				if j < i {
+					f.dropLocked(j)
+				}
+			}
+			st.dropped = true
 		}
+		// The sealed copy is made: the plaintext is not needed any more.
+		f.dropLocked(i)
 	}
 	st.next = i + 1
 	f.mu.Unlock()
@@ -347,19 +386,66 @@ func (f *File) pushBlock(st *stream, i uint64, final bool) error {
 	return nil
 }
 
+// endStream ends a streaming upload before a mutation other than an
+// append (wmu held): within the replay window it is aborted (nothing is
+// stored, the data is all in dirty); past it, it is completed as it
+// stands, since only the upload holds the dropped blocks, and the file
+// continues in rewrite mode over the stored object.
+func (f *File) endStream(ctx context.Context, why string) error {
+	f.mu.Lock()
+	st := f.st
+	dropped := st != nil && st.dropped
+	f.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	if !dropped {
+		f.abortStream(why)
+		return nil
+	}
+	if _, ok, _ := f.finishStream(context.WithoutCancel(ctx), st); !ok {
+		f.mu.Lock()
+		err := f.lost
+		f.mu.Unlock()
+		return err
+	}
+	f.e.log.Debug("streaming upload completed early", "key", st.key, "why", why)
+	return nil
+}
+
+// lose records that a streamed upload failed after its blocks left memory:
+// the data written is gone. Every later WriteAt, ReadAt, Truncate (except
+// to 0, which starts afresh) and Sync returns the error (EIO for the
+// filesystem); nothing is stored. f.mu held.
+func (f *File) loseLocked(st *stream, err error) {
+	if f.lost != nil {
+		return
+	}
+	f.lost = fmt.Errorf("content: %q: the streaming upload failed after %d MiB had been handed to it "+
+		"and no other copy is kept (replay window %d MiB); the data written is lost: %w",
+		st.key, int64(st.next)*f.e.bs>>20, f.e.streamReplay>>20, err)
+	f.modified = true
+	f.e.log.Error("streaming upload failed; file content lost", "key", st.key, "err", err)
+}
+
 // failStream ends a stream whose upload failed; the data stays in dirty.
 func (f *File) failStream(st *stream, err error) {
 	st.cancel()
 	<-st.done
+	if st.err != nil {
+		err = st.err
+	}
 	f.mu.Lock()
 	if f.st == st {
 		f.st = nil
 		f.seqFromZero = false
 	}
-	f.mu.Unlock()
-	if st.err != nil {
-		err = st.err
+	if st.dropped {
+		f.loseLocked(st, err)
+		f.mu.Unlock()
+		return
 	}
+	f.mu.Unlock()
 	f.e.log.Warn("streaming upload failed; the file will be uploaded whole at sync", "key", st.key, "err", err)
 }
 
@@ -377,6 +463,11 @@ func (f *File) abortStream(why string) {
 	st.pw.CloseWithError(errStreamAborted)
 	st.cancel()
 	<-st.done
+	if st.dropped {
+		f.mu.Lock()
+		f.loseLocked(st, fmt.Errorf("%s: %w", why, errStreamAborted))
+		f.mu.Unlock()
+	}
 	f.e.log.Debug("streaming upload aborted", "key", st.key, "why", why)
 }
 
@@ -420,13 +511,22 @@ func (f *File) Sync(ctx context.Context, meta map[string]string) (backend.Object
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	f.mu.Lock()
-	st, modified, key := f.st, f.modified, f.key
+	st, modified, key, lost := f.st, f.modified, f.key, f.lost
 	f.mu.Unlock()
+	if lost != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, lost)
+	}
 	switch {
 	case st != nil:
 		info, ok, err := f.finishStream(ctx, st)
 		if ok {
 			return f.syncMeta(ctx, info, meta)
+		}
+		f.mu.Lock()
+		lost = f.lost
+		f.mu.Unlock()
+		if lost != nil {
+			return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, lost)
 		}
 		if err != nil && ctx.Err() != nil {
 			return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, err)
@@ -514,6 +614,9 @@ func (f *File) finishStream(ctx context.Context, st *stream) (backend.ObjectInfo
 	f.mu.Lock()
 	f.st = nil
 	f.seqFromZero = false
+	if st.err != nil && st.dropped {
+		f.loseLocked(st, st.err)
+	}
 	f.mu.Unlock()
 	if st.err != nil {
 		return backend.ObjectInfo{}, false, st.err

@@ -58,8 +58,16 @@ func (h *Handle) Close() {
 	})
 }
 
-// readahead grows the window while reads continue where the previous one
-// ended (256 KiB, doubling up to Options.Readahead) and starts GETs of
+// seqSlack: a read starting up to this far (or the current window, if
+// larger) past where the reads so far ended still counts as sequential, and
+// one starting before that end does not reset the window. The kernel sends
+// a sequential reader's READs several at a time (async readahead) and FUSE
+// serves them concurrently, so they reach the handle slightly out of order;
+// an exact match reset the window at every reordering.
+const seqSlack = 1 << 20
+
+// readahead grows the window while reads continue near where the previous
+// ones ended (256 KiB, doubling up to Options.Readahead) and starts GETs of
 // readaheadChunk(window) bytes for what lies ahead and was not requested
 // yet, at most readaheadPar per handle and within the engine-wide
 // readahead budget. The read itself then waits for blocks already in
@@ -71,8 +79,14 @@ func (h *Handle) readahead(off, n int64) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if off != h.lastEnd {
+	slack := max(seqSlack, h.window)
+	switch {
+	case h.lastEnd < 0 || off < h.lastEnd-slack || off > h.lastEnd+slack:
 		h.lastEnd, h.window, h.raEnd = off+n, 0, 0
+		return
+	case off < h.lastEnd:
+		// A sibling READ arriving late, or a step back: neither proof
+		// of a sequential reader nor of a random one. Keep the window.
 		return
 	}
 	h.lastEnd = off + n

@@ -67,16 +67,24 @@ type listed struct {
 	name string
 	a    attr
 	stat bool // attributes still need a HEAD
+	// obj is the listed object (files and symlinks), for the index.
+	obj *backend.ObjectInfo
 }
 
-// Readdir lists the directory with one delimited listing, then fetches the
-// metadata (mode, owner, mtime, symlink type) of every entry not in the
-// attribute cache with parallel HEADs, so that the Lookups the kernel sends
-// next are answered from the cache.
+// Readdir lists the directory with one delimited listing and, in parallel,
+// reads its attribute index (see IndexRoot). Entries found in the attribute
+// cache or, with the same ETag and size, in the index need no request; the
+// metadata (mode, owner, mtime, symlink type) of the others is fetched with
+// parallel HEADs, so that the Lookups the kernel sends next are answered
+// from the cache. What the HEADs taught, and names the index lists that are
+// gone, are written back to the index later.
 func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	f := d.fsys
 	ctx = detach(ctx)
 	pfx := d.prefix()
+	mark := f.idx.begin()
+	idxc := make(chan map[string]idxEntry, 1)
+	go func() { idxc <- f.idx.load(ctx, pfx) }()
 	var ents []listed
 	index := map[string]int{}
 	err := f.store.List(ctx, pfx, "/", func(obj *backend.ObjectInfo, p string) error {
@@ -88,17 +96,18 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			if !validName(name) || reserved(pfx, name) {
 				return nil
 			}
-			a := f.attrFromObject(*obj, false)
+			o := *obj
+			a := f.attrFromObject(o, false)
 			cached, ok := f.cache.get(obj.Key)
 			if ok && cached.info.ETag == obj.ETag {
 				a = cached
 			}
 			index[name] = len(ents)
-			ents = append(ents, listed{name: name, a: a, stat: !ok || cached.info.ETag != obj.ETag})
+			ents = append(ents, listed{name: name, a: a, stat: !ok || cached.info.ETag != obj.ETag, obj: &o})
 			return nil
 		}
 		name := strings.TrimSuffix(strings.TrimPrefix(p, pfx), "/")
-		if !validName(name) {
+		if !validName(name) || reserved(pfx, name) {
 			return nil
 		}
 		a, ok := f.cache.get(p)
@@ -114,10 +123,14 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		ents = append(ents, e)
 		return nil
 	})
+	stored := <-idxc
 	if err != nil {
 		return nil, f.errno("readdir", pfx, err)
 	}
-	f.statAll(ctx, pfx, ents)
+	hits := f.fromIndex(pfx, ents, f.idx.view(pfx, stored))
+	heads := f.statAll(ctx, pfx, ents)
+	f.log.Debug("readdir", "dir", pfx, "entries", len(ents), "index_entries", len(stored), "from_index", hits, "heads", heads)
+	f.indexListing(pfx, mark, ents, stored)
 
 	// Files created here but not stored yet are part of the directory too.
 	for name, ch := range d.Children() {
@@ -143,16 +156,79 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
+// fromIndex takes the attributes of listed files and symlinks that still
+// need a HEAD from the index ix, where the entry records the very object
+// listed (same ETag and size, and LastModified when recorded), and caches
+// them. The attributes are built from the recorded metadata exactly as a
+// HEAD's would be. It returns how many entries it filled.
+func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
+	if len(ix) == 0 {
+		return 0
+	}
+	n := 0
+	for i := range ents {
+		e := &ents[i]
+		if !e.stat || e.obj == nil {
+			continue
+		}
+		ie, ok := ix[e.name]
+		if !ok || !ie.matches(e.obj) {
+			continue
+		}
+		info := *e.obj
+		info.Metadata = ie.meta()
+		e.a = f.attrFromObject(info, false)
+		e.stat = false
+		f.cache.put(pfx+e.name, e.a, f.ttl)
+		n++
+	}
+	return n
+}
+
+// indexListing hands the index what this listing learned: entries HEADed
+// (with the listing's LastModified when the HEAD saw the listed object) and
+// names the stored index has that the listing does not.
+func (f *FS) indexListing(pfx string, mark uint64, ents []listed, stored map[string]idxEntry) {
+	set := map[string]idxEntry{}
+	seen := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		if e.obj == nil || e.a.kind == 0 {
+			continue
+		}
+		seen[e.name] = true
+		if !e.stat || e.a.info.Metadata == nil {
+			continue // not HEADed here, or the HEAD failed
+		}
+		var lm time.Time
+		if e.a.info.ETag == e.obj.ETag && e.a.info.Size == e.obj.Size {
+			lm = e.obj.LastModified
+		}
+		if ie, ok := entryFromStored(e.a.info, e.a.info.Metadata, lm); ok {
+			set[e.name] = ie
+		}
+	}
+	var gone []string
+	for n := range stored {
+		if !seen[n] {
+			gone = append(gone, n)
+		}
+	}
+	f.idx.listed(pfx, mark, set, gone)
+}
+
 // statAll fills the attributes of listed entries that need a HEAD, at most
 // statPar at a time, and caches them. An entry that disappeared in between
-// gets kind 0; other errors keep the listing's defaults.
-func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) {
+// gets kind 0; other errors keep the listing's defaults. It returns the
+// number of HEADs.
+func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) int {
 	sem := make(chan struct{}, f.statPar)
 	var wg sync.WaitGroup
+	n := 0
 	for i := range ents {
 		if !ents[i].stat {
 			continue
 		}
+		n++
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(e *listed) {
@@ -180,6 +256,7 @@ func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) {
 		}(&ents[i])
 	}
 	wg.Wait()
+	return n
 }
 
 // Getattr of a directory: the marker's metadata, refreshed after the TTL.
@@ -340,6 +417,7 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	}
 	a.info = info
 	f.cache.put(key, a, f.ttl)
+	f.idx.stored(key, info, a.meta())
 	s := &Symlink{fsys: f, target: target}
 	s.set(a)
 	ch := d.NewInode(ctx, s, gofs.StableAttr{Mode: syscall.S_IFLNK})
@@ -368,6 +446,7 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 		return f.errno("unlink", key, err)
 	}
 	f.cache.del(key)
+	f.idx.removed(key)
 	return 0
 }
 
@@ -396,6 +475,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return f.errno("rmdir", key, err)
 	}
 	f.cache.del(key)
+	f.idx.deleteIndex(ctx, key)
 	return 0
 }
 
@@ -416,7 +496,10 @@ func (d *Dir) hasPending() bool {
 // tools do after a rename): names created, removed or renamed are already
 // durable, since those operations return only after the store call; what
 // remains is files created here and not yet stored, which are stored now so
-// that their entries exist.
+// that their entries exist, and the directory's attribute index, written now
+// rather than after its delay. An fsync of the root writes every pending
+// index: `s3cryptfs unmount` does it before detaching, so that the mount
+// writes nothing after the unmount.
 func (d *Dir) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
 	for _, ch := range d.Children() {
 		fl, ok := ch.Operations().(*File)
@@ -428,6 +511,11 @@ func (d *Dir) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) sysca
 				return d.fsys.errno("fsyncdir", fl.key(), err)
 			}
 		}
+	}
+	if d.IsRoot() {
+		d.fsys.idx.flushAll(detach(ctx))
+	} else {
+		d.fsys.idx.flush(detach(ctx), d.prefix())
 	}
 	return 0
 }

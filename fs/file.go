@@ -97,16 +97,18 @@ func (fl *File) syncLocked(ctx context.Context) error {
 	}
 	a, gen := fl.attr, fl.metaGen
 	fl.mu.Unlock()
-	info, err := cf.Sync(detach(ctx), a.meta())
+	meta := a.meta()
+	info, err := cf.Sync(detach(ctx), meta)
 	if err != nil {
 		return err
 	}
-	fl.stored(info, gen)
+	fl.stored(info, gen, meta)
 	return nil
 }
 
-// stored records a successful upload or metadata copy.
-func (fl *File) stored(info backend.ObjectInfo, gen uint64) {
+// stored records a successful upload or metadata copy that stored the
+// user metadata meta.
+func (fl *File) stored(info backend.ObjectInfo, gen uint64, meta map[string]string) {
 	fl.mu.Lock()
 	if fl.metaGen == gen {
 		fl.metaDirty = false
@@ -120,6 +122,7 @@ func (fl *File) stored(info backend.ObjectInfo, gen uint64) {
 	a := fl.attr
 	fl.mu.Unlock()
 	fl.fsys.cache.put(info.Key, a, fl.fsys.ttl)
+	fl.fsys.idx.stored(info.Key, info, meta)
 }
 
 // touch records a data change: mtime moves to now.
@@ -298,15 +301,17 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 			a.info = info
 			fl.refresh(a)
 			f.cache.put(key, a, f.ttl)
+			f.idx.stored(key, info, a.meta())
 		}
 	case metaChanged && !deleted:
 		if cf != nil {
 			if !cf.Dirty() && a.info.Key != "" {
-				info, err := cf.Sync(ctx, a.meta())
+				meta := a.meta()
+				info, err := cf.Sync(ctx, meta)
 				if err != nil {
 					return f.errno("setattr", key, err)
 				}
-				fl.stored(info, gen)
+				fl.stored(info, gen, meta)
 			}
 			break
 		}
@@ -317,6 +322,7 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 		a.info = info
 		fl.refresh(a)
 		f.cache.put(key, a, f.ttl)
+		f.idx.stored(key, info, a.meta())
 	}
 	if oa, open := fl.openAttr(); open {
 		a = oa

@@ -28,6 +28,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
 )
 
@@ -39,6 +40,14 @@ const ConfigKey = ".s3cryptfs.conf"
 type Options struct {
 	Store  backend.Store
 	Engine *content.Engine
+	// Keys encrypt the per-directory attribute indexes (see IndexRoot); they
+	// must be the engine's. Nil with an encrypting engine disables the
+	// indexes rather than store names in plaintext; nil with a plaintext
+	// engine (--client-encryption=false) stores them as plaintext JSON.
+	Keys *cipher.Keys
+	// NoIndex disables the attribute indexes: listings on a fresh mount
+	// then HEAD every entry.
+	NoIndex bool
 	// ReadOnly refuses every change with EROFS.
 	ReadOnly bool
 	// UID and GID own objects that carry no ownership metadata (written by
@@ -74,6 +83,7 @@ type FS struct {
 	mountTime time.Time
 
 	cache attrCache
+	idx   *indexer
 
 	openMu sync.Mutex
 	open   map[*File]struct{} // files with content open (handles alive), for SyncAll
@@ -118,6 +128,7 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		f.log = slog.New(slog.DiscardHandler)
 	}
 	f.cache.entries = map[string]cachedAttr{}
+	f.idx = newIndexer(f, opts.Keys, opts.NoIndex)
 	root := &Dir{fsys: f}
 	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
 	return root, f, nil
@@ -138,7 +149,9 @@ func (f *FS) MountOptions() *gofs.Options {
 }
 
 // SyncAll makes every open file's data durable, for a clean shutdown
-// (SIGTERM). It returns the first error and keeps going past it.
+// (SIGTERM), then writes the pending attribute indexes. It returns the first
+// error and keeps going past it; an index that cannot be written is only
+// logged, since it is a cache.
 func (f *FS) SyncAll(ctx context.Context) error {
 	f.openMu.Lock()
 	files := make([]*File, 0, len(f.open))
@@ -155,6 +168,7 @@ func (f *FS) SyncAll(ctx context.Context) error {
 			}
 		}
 	}
+	f.idx.flushAll(ctx)
 	return first
 }
 
@@ -178,9 +192,10 @@ func detach(ctx context.Context) context.Context {
 }
 
 // reserved reports whether name may not be created in the directory with
-// key prefix dirPrefix.
+// key prefix dirPrefix: the vault config and the index namespace at the
+// root.
 func reserved(dirPrefix, name string) bool {
-	return dirPrefix == "" && name == ConfigKey
+	return dirPrefix == "" && (name == ConfigKey || name == IndexRoot)
 }
 
 // validName rejects names the object namespace cannot represent.
@@ -196,7 +211,7 @@ const (
 )
 
 // checkNew vets name for a new entry in the directory with key prefix
-// dirPrefix: EPERM for the reserved config name, ENAMETOOLONG beyond the
+// dirPrefix: EPERM for the reserved root names, ENAMETOOLONG beyond the
 // limits, EINVAL for names no key can hold.
 func (f *FS) checkNew(dirPrefix, name string) syscall.Errno {
 	switch {

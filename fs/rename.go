@@ -121,6 +121,8 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey,
 		return f.errno("rename", srcKey, err)
 	}
 	f.cache.del(srcKey, dstKey)
+	f.idx.removed(srcKey)
+	f.idx.stored(dstKey, info, info.Metadata)
 	// The replaced target's open descriptors keep the old inode: it must
 	// never be stored over the renamed file.
 	if ch := nd.GetChild(newName); ch != nil && ch != src {
@@ -219,6 +221,7 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, n
 	}
 	f.cache.delPrefix(srcPfx)
 	f.cache.delPrefix(dstPfx)
+	f.indexRenamedDir(ctx, srcPfx, keys, copied)
 	f.cache.del(strings.TrimSuffix(srcPfx, "/"), strings.TrimSuffix(dstPfx, "/"))
 	if src != nil {
 		for _, fl := range files {
@@ -286,5 +289,39 @@ func walkFiles(n *gofs.Inode, fn func(*File)) {
 		case *Dir:
 			walkFiles(ch, fn)
 		}
+	}
+}
+
+// indexRenamedDir keeps the attribute indexes in step with a directory
+// rename: the moved files are recorded under their new keys (so the next
+// fresh mount lists the new tree without HEADs), and the indexes of the old
+// directories are deleted, best effort (a leftover one is only ignored
+// where it is wrong).
+func (f *FS) indexRenamedDir(ctx context.Context, srcPfx string, keys []string, copied map[string]backend.ObjectInfo) {
+	if !f.idx.on {
+		return
+	}
+	f.idx.dirsRemoved(srcPfx)
+	for dst, info := range copied {
+		if !strings.HasSuffix(dst, "/") {
+			f.idx.stored(dst, info, info.Metadata)
+		}
+	}
+	dirs := map[string]bool{srcPfx: true}
+	for _, k := range keys {
+		for j := len(srcPfx); j < len(k); j++ {
+			if k[j] == '/' {
+				dirs[k[:j+1]] = true
+			}
+		}
+	}
+	var idxKeys []string
+	for d := range dirs {
+		if k := indexKey(d); k != "" {
+			idxKeys = append(idxKeys, k)
+		}
+	}
+	if err := f.store.DeleteMany(ctx, idxKeys); err != nil {
+		f.log.Debug("delete attribute indexes of a renamed directory failed", "dir", srcPfx, "err", err)
 	}
 }

@@ -111,6 +111,7 @@ func (s *Symlink) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 		s.fetched = time.Now()
 		s.mu.Unlock()
 		f.cache.put(key, a, f.ttl)
+		f.idx.stored(key, info, a.meta())
 	}
 	a.fill(&out.Attr)
 	out.SetTimeout(f.ttl)

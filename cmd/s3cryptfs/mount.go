@@ -284,7 +284,7 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		ttl = -1 // fs.Options: negative = no caching (0 would mean the default)
 	}
 	root, fsys, err := fs.NewRoot(fs.Options{
-		Store: st, Engine: eng, ReadOnly: m.readOnly,
+		Store: st, Engine: eng, Keys: keys, ReadOnly: m.readOnly,
 		UID: uid, GID: gid, AttrTimeout: ttl, Logger: log,
 		MaxNameLen: maxNameLen(spec),
 	})

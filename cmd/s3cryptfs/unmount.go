@@ -11,7 +11,10 @@ import (
 
 // cmdUnmount unmounts MOUNTPOINT. Data is already durable: every close()
 // synced its file (the kernel sends FLUSH), so unmounting only detaches.
-// It fails with "busy" while files are open, unless --lazy.
+// It fails with "busy" while files are open, unless --lazy. Before
+// detaching it fsyncs the root directory, which makes the mount write its
+// pending attribute indexes (a cache, see fs.IndexRoot), so that the mount
+// writes nothing to the store after the unmount returns.
 func cmdUnmount(args []string) error {
 	fset := newFlagSet("unmount", "unmount [--lazy] MOUNTPOINT")
 	lazy := fset.Bool("lazy", false, "detach now, finish when the last open file is closed (umount -l)")
@@ -28,6 +31,9 @@ func cmdUnmount(args []string) error {
 	}
 	if !mounted(mnt) {
 		return fmt.Errorf("%s is not mounted", mnt)
+	}
+	if !*lazy {
+		syncRoot(mnt)
 	}
 	if os.Geteuid() == 0 {
 		flags := 0
@@ -53,4 +59,21 @@ func cmdUnmount(args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// syncRoot fsyncs the mountpoint's root directory, best effort: a mount that
+// does not answer within a minute is unmounted (or reported busy) anyway.
+func syncRoot(mnt string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if f, err := os.Open(mnt); err == nil {
+			_ = f.Sync()
+			_ = f.Close()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+	}
 }

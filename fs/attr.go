@@ -24,6 +24,13 @@ const (
 	typeSymlink = "symlink"
 )
 
+// StreamKeepsMeta is what a mount passes as content.Options.StreamKeepsMeta:
+// a file written in one sequential pass keeps the mtime of when its
+// streamed upload began, rather than paying a server-side copy of the whole
+// object at close just to move mtime by the duration of the write (S3
+// fixes a multipart upload's metadata when it starts).
+var StreamKeepsMeta = []string{metaMtime}
+
 type kind uint8
 
 const (

@@ -3,6 +3,8 @@ package fs
 import (
 	"context"
 	"errors"
+	"maps"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +28,7 @@ type File struct {
 	opens     int
 	metaDirty bool   // attr has changes the stored object lacks
 	metaGen   uint64 // bumped on every attr change, so a sync only clears what it stored
+	mtimeSet  bool   // mtime was set by utimes since the last write: store it as given
 	deleted   bool   // unlinked or replaced: never store again
 	// lastETag is the version the kernel's page cache holds, so an
 	// unchanged object can be reopened with FOPEN_KEEP_CACHE.
@@ -95,9 +98,10 @@ func (fl *File) syncLocked(ctx context.Context) error {
 		fl.mu.Unlock()
 		return nil
 	}
-	a, gen := fl.attr, fl.metaGen
+	a, gen, pin := fl.attr, fl.metaGen, fl.mtimeSet
 	fl.mu.Unlock()
 	meta := a.meta()
+	cf.PinStreamMeta(pin)
 	info, err := cf.Sync(detach(ctx), meta)
 	if err != nil {
 		return err
@@ -112,6 +116,15 @@ func (fl *File) stored(info backend.ObjectInfo, gen uint64, meta map[string]stri
 	fl.mu.Lock()
 	if fl.metaGen == gen {
 		fl.metaDirty = false
+		// A streamed upload may have kept the mtime it started with
+		// (StreamKeepsMeta): show what is stored, as a remount would.
+		if v, ok := info.Metadata[metaMtime]; ok && v != meta[metaMtime] {
+			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+				fl.attr.mtime = time.Unix(0, ns)
+				meta = maps.Clone(meta)
+				meta[metaMtime] = v
+			}
+		}
 	}
 	fl.attr.info = info
 	if fl.cf != nil {
@@ -129,6 +142,7 @@ func (fl *File) stored(info backend.ObjectInfo, gen uint64, meta map[string]stri
 func (fl *File) touch() {
 	fl.mu.Lock()
 	fl.attr.mtime = time.Now()
+	fl.mtimeSet = false
 	fl.metaDirty = true
 	fl.metaGen++
 	fl.mu.Unlock()
@@ -169,6 +183,7 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 		fl.fetched = time.Now()
 		fl.cf = cf
 		fl.metaDirty = false
+		fl.mtimeSet = false
 		f.trackOpen(fl, true)
 	}
 	fl.opens++
@@ -261,8 +276,11 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 	fl.mu.Lock()
 	a := fl.attr
 	metaChanged := setattrMeta(&a, in)
-	if _, ok := in.GetMTime(); hasSize && !ok {
+	if _, ok := in.GetMTime(); ok {
+		fl.mtimeSet = true
+	} else if hasSize {
 		a.mtime = time.Now()
+		fl.mtimeSet = false
 	}
 	fl.attr = a
 	fl.metaGen++

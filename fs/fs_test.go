@@ -64,7 +64,7 @@ func mountStoreWith(t *testing.T, st backend.Store, set func(*fs.Options)) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := content.New(content.Options{Store: st, Keys: keys, Cache: bc})
+	eng, err := content.New(content.Options{Store: st, Keys: keys, Cache: bc, StreamKeepsMeta: fs.StreamKeepsMeta})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -603,5 +603,78 @@ func TestRenameDirKeepsOpenReaders(t *testing.T) {
 	}
 	if !bytes.Equal(tail, data[off:off+4096]) {
 		t.Fatal("read after directory rename returned other bytes")
+	}
+}
+
+// TestSequentialWriteNoCopy: a new file written in one sequential pass is
+// streamed out while it is written and stored by close with no server-side
+// copy afterwards (the mtime it started with is kept, StreamKeepsMeta), and
+// stat shows exactly the mtime that is stored.
+func TestSequentialWriteNoCopy(t *testing.T) {
+	oc := &opCounter{Store: mem.New()}
+	dir := mountStore(t, oc, false)
+	data := randBytes(t, 1<<20) // 256 blocks of 4 KiB
+	f, err := os.Create(filepath.Join(dir, "seq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 64 << 10 {
+		if _, err := f.Write(data[off : off+64<<10]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // let mtime move while the upload streams
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c := oc.copies.Load(); c != 0 {
+		t.Errorf("close of a sequentially written file made %d server-side copies, want 0", c)
+	}
+	info, err := oc.Stat(context.Background(), "seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(dir, "seq"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(st.Mtim.Nano()), info.Metadata["mtime"]; got != want {
+		t.Errorf("stat mtime %s, stored mtime %s", got, want)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "seq")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+}
+
+// TestSequentialWriteExplicitMtime: an mtime set with futimens before close
+// (as cp -a and tar do) is stored as given, even when the file was streamed
+// out with another one.
+func TestSequentialWriteExplicitMtime(t *testing.T) {
+	st := mem.New()
+	dir := mountStore(t, st, false)
+	f, err := os.Create(filepath.Join(dir, "seq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(randBytes(t, 300_000)); err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Unix(978307200, 123456789)
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.Name(), []unix.Timespec{unix.NsecToTimespec(mt.UnixNano()), unix.NsecToTimespec(mt.UnixNano())}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Stat(context.Background(), "seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Metadata["mtime"]; got != fmt.Sprint(mt.UnixNano()) {
+		t.Errorf("stored mtime %s, want %d", got, mt.UnixNano())
+	}
+	fi, err := os.Stat(f.Name())
+	if err != nil || !fi.ModTime().Equal(mt) {
+		t.Errorf("stat mtime %v (%v), want %v", fi.ModTime(), err, mt)
 	}
 }

@@ -266,6 +266,9 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		MaxDirty: int64(m.maxDirty),
 		SpoolDir: m.spoolDir,
 		Logger:   log,
+		// Sequentially written files keep the mtime their upload began
+		// with instead of a whole-object copy at close (SEMANTICS.md).
+		StreamKeepsMeta: fs.StreamKeepsMeta,
 	})
 	if err != nil {
 		return fmt.Errorf("content engine: %w", err)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -60,6 +61,14 @@ type Options struct {
 	SpoolDir  string       // where encrypted spool files go; "" = os.TempDir()
 	Readahead int64        // max readahead window per handle; 0 = DefaultReadahead, < 0 = off
 	Logger    *slog.Logger // nil: slog.Default()
+	// StreamKeepsMeta names user metadata keys that a finished streamed
+	// upload does not update. A streamed upload fixes its metadata when it
+	// starts; if, at Sync, the metadata asked for differs from that only
+	// in these keys, the stored values are kept (and returned in the
+	// ObjectInfo) instead of paying a server-side copy of the whole object.
+	// The filesystem names mtime here: a file written in one sequential
+	// pass keeps the mtime of when its upload began.
+	StreamKeepsMeta []string
 }
 
 // Engine maps file contents to objects for one mount. Safe for concurrent use.
@@ -70,6 +79,7 @@ type Engine struct {
 	log       *slog.Logger
 	maxDirty  int64
 	readahead int64
+	keepMeta  []string // Options.StreamKeepsMeta
 
 	// Object layout: header bytes, then blocks of bs plaintext bytes, each
 	// overhead bytes longer once sealed. Plaintext mode: 0, bs, 0.
@@ -122,6 +132,7 @@ func New(opts Options) (*Engine, error) {
 		log:       opts.Logger,
 		maxDirty:  opts.MaxDirty,
 		readahead: opts.Readahead,
+		keepMeta:  slices.Clone(opts.StreamKeepsMeta),
 		bs:        plainBlockSize,
 	}
 	if e.log == nil {

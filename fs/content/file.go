@@ -54,12 +54,15 @@ type File struct {
 	// hmu serialises loads of the base object's header.
 	hmu sync.Mutex
 
-	mu        sync.Mutex // guards everything below; not held across network I/O
-	key       string
-	meta      map[string]string // the stored object's metadata; nil = unknown
-	base      version           // the stored object this state builds on
-	baseValid int64             // base bytes below this are still file content
-	wcodec    codec             // codec of the next version (nil until needed)
+	mu   sync.Mutex // guards everything below; not held across network I/O
+	key  string
+	meta map[string]string // the stored object's metadata; nil = unknown
+	// pinMeta: the caller set the StreamKeepsMeta keys on purpose (an
+	// explicit utimes); a finished stream must store them as asked.
+	pinMeta   bool
+	base      version // the stored object this state builds on
+	baseValid int64   // base bytes below this are still file content
+	wcodec    codec   // codec of the next version (nil until needed)
 	size      int64
 	dirty     map[uint64]*dblock
 	modified  bool // content differs from base (or never stored)

@@ -520,6 +520,12 @@ func (f *File) Sync(ctx context.Context, meta map[string]string) (backend.Object
 	case st != nil:
 		info, ok, err := f.finishStream(ctx, st)
 		if ok {
+			f.mu.Lock()
+			pin := f.pinMeta
+			f.mu.Unlock()
+			if !pin {
+				meta = f.e.keepStreamMeta(info.Metadata, meta)
+			}
 			return f.syncMeta(ctx, info, meta)
 		}
 		f.mu.Lock()
@@ -542,6 +548,33 @@ func (f *File) Sync(ctx context.Context, meta map[string]string) (backend.Object
 		return backend.ObjectInfo{}, fmt.Errorf("content: sync %q: %w", key, err)
 	}
 	return info, nil
+}
+
+// PinStreamMeta says whether the StreamKeepsMeta keys of the next Sync's
+// metadata were set on purpose (true: an explicit utimes) and must be stored
+// as given even if that costs a copy, or may keep a stream's values (false,
+// the default).
+func (f *File) PinStreamMeta(pin bool) {
+	f.mu.Lock()
+	f.pinMeta = pin
+	f.mu.Unlock()
+}
+
+// keepStreamMeta returns meta with the StreamKeepsMeta keys as a finished
+// stream stored them, so that differences in those keys alone cost no copy.
+func (e *Engine) keepStreamMeta(stored, meta map[string]string) map[string]string {
+	if meta == nil || len(e.keepMeta) == 0 {
+		return meta
+	}
+	meta = maps.Clone(meta)
+	for _, k := range e.keepMeta {
+		if v, ok := stored[k]; ok {
+			meta[k] = v
+		} else {
+			delete(meta, k)
+		}
+	}
+	return meta
 }
 
 // syncMeta makes the stored object (clean, described by info) carry meta.

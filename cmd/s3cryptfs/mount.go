@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -240,6 +242,12 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		logOut = f
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+	if addr := os.Getenv("S3CRYPTFS_PPROF"); addr != "" {
+		// Opt-in profiling for performance work (docs/PERFORMANCE.md);
+		// give a loopback address: the endpoints are unauthenticated.
+		go func() { log.Warn("pprof server ended", "addr", addr, "err", http.ListenAndServe(addr, nil)) }()
+		log.Info("pprof listening", "addr", addr)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

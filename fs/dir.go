@@ -284,12 +284,14 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 		return syscall.EISDIR
 	}
 	a := d.get()
-	if setattrMeta(&a, in) && d.IsRoot() {
+	switch {
+	case !setattrMeta(&a, in):
+	case d.IsRoot():
 		// The root has no marker object to carry metadata: keep the change
 		// for the life of the mount rather than fail tools such as rsync -a
 		// that set the attributes of the target directory.
 		d.set(a)
-	} else if setattrMeta(&a, in) {
+	default:
 		ctx = detach(ctx)
 		key := d.prefix()
 		var info backend.ObjectInfo

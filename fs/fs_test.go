@@ -678,3 +678,29 @@ func TestSequentialWriteExplicitMtime(t *testing.T) {
 		t.Errorf("stat mtime %v (%v), want %v", fi.ModTime(), err, mt)
 	}
 }
+
+// TestChownClearsSetuid: SEMANTICS.md says set-user-ID and set-group-ID
+// bits are kept by chmod and cleared by chown, as POSIX asks.
+func TestChownClearsSetuid(t *testing.T) {
+	dir, _ := mountMem(t, false)
+	p := filepath.Join(dir, "prog")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o6755|os.ModeSetuid|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil || st.Mode&0o7777 != 0o6755 {
+		t.Fatalf("after chmod: mode %o, %v", st.Mode&0o7777, err)
+	}
+	if err := os.Chown(p, 1234, 1234); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 || st.Uid != 1234 {
+		t.Fatalf("after chown: mode %o uid %d, want setuid/setgid cleared and uid 1234", st.Mode&0o7777, st.Uid)
+	}
+}

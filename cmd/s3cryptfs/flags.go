@@ -51,7 +51,20 @@ func newFlagSet(name, synopsis string) *flag.FlagSet {
 // GB/TB are powers of 1000).
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String prints the size in the largest binary unit that divides it
+// exactly (268435456 -> 256MiB), so help texts read like the docs.
+func (b *byteSize) String() string {
+	n := int64(*b)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (b *byteSize) Set(s string) error {
 	n, err := parseSize(s)

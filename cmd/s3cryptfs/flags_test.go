@@ -100,3 +100,21 @@ func TestUnescapeMount(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestByteSizeString: sizes print in the largest exact binary unit and
+// parse back to the same value.
+func TestByteSizeString(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{{0, "0"}, {1000, "1000"}, {1 << 10, "1KiB"}, {256 << 20, "256MiB"}, {3 << 30, "3GiB"}, {1<<20 + 1, "1048577"}} {
+		b := byteSize(tc.n)
+		if got := b.String(); got != tc.want {
+			t.Errorf("String(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+		var back byteSize
+		if err := back.Set(b.String()); err != nil || back != b {
+			t.Errorf("Set(%q) = %d, %v; want %d", b.String(), back, err, tc.n)
+		}
+	}
+}

@@ -73,7 +73,7 @@ func newStoreT(t testing.TB, cfg Config) *Store {
 
 // minioCannot lists the conformance cases that need S3 semantics MinIO
 // lacks (see the skip message).
-var minioCannot = map[string]bool{"CoexistingKeys": true, "List": true}
+var minioCannot = map[string]bool{"CoexistingKeys": true}
 
 // TestConformance runs the backend contract suite against MinIO, with a
 // prefix per subtest (so each starts empty) and 5 MiB parts.

@@ -200,8 +200,22 @@ func (i *indexer) stored(key string, info backend.ObjectInfo, meta map[string]st
 	if !i.on || key == "" || strings.HasSuffix(key, "/") {
 		return
 	}
-	pfx, name := splitKey(key)
 	e, ok := entryFromStored(info, meta, time.Time{})
+	i.record(key, e, ok)
+}
+
+// removed records that this mount deleted the object key.
+func (i *indexer) removed(key string) {
+	if !i.on {
+		return
+	}
+	i.record(key, idxEntry{}, false)
+}
+
+// record sets key's entry to e (ok) or marks it gone (!ok), and schedules
+// the write of its directory's index.
+func (i *indexer) record(key string, e idxEntry, ok bool) {
+	pfx, name := splitKey(key)
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	d := i.dir(pfx)
@@ -212,22 +226,6 @@ func (i *indexer) stored(key string, info backend.ObjectInfo, meta map[string]st
 		delete(d.set, name)
 		d.gone[name] = struct{}{}
 	}
-	i.seq++
-	d.lastWrite = i.seq
-	i.schedule(pfx, d)
-}
-
-// removed records that this mount deleted the object key.
-func (i *indexer) removed(key string) {
-	if !i.on {
-		return
-	}
-	pfx, name := splitKey(key)
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	d := i.dir(pfx)
-	delete(d.set, name)
-	d.gone[name] = struct{}{}
 	i.seq++
 	d.lastWrite = i.seq
 	i.schedule(pfx, d)

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
 )
 
 // budgetWatch records the highest readahead memory seen at any Get.
@@ -135,5 +137,96 @@ func TestReadaheadReordered(t *testing.T) {
 	}
 	if fetched > v.eng.ObjectSize(size) {
 		t.Fatalf("fetched %d bytes of a %d-byte object", fetched, v.eng.ObjectSize(size))
+	}
+}
+
+// trickle slows the bodies of Gets down (a sleep per 16 KiB), so that a
+// readahead GET is still running while the reader takes its first blocks
+// from the cache, as on a real network.
+type trickle struct{ backend.Store }
+
+func (s trickle) Get(ctx context.Context, key string, off, n int64, o backend.GetOptions) (io.ReadCloser, error) {
+	rc, err := s.Store.Get(ctx, key, off, n, o)
+	if err != nil {
+		return nil, err
+	}
+	return &trickleReader{rc}, nil
+}
+
+type trickleReader struct{ io.ReadCloser }
+
+func (r *trickleReader) Read(p []byte) (int, error) {
+	time.Sleep(50 * time.Microsecond)
+	return r.ReadCloser.Read(p[:min(len(p), 16<<10)])
+}
+
+// TestReadaheadWholeChunks: a sequential reader with a cache that admits
+// every block gets its data in whole readahead chunks once the window is
+// open: no GET smaller than a chunk except at the end of the file, each
+// byte fetched once, and all readahead budget back after Close. Two
+// defects once split the stream into 128 KiB GETs (3x the store's CPU per
+// byte on MinIO): topping up the window at every read, and prefetched
+// blocks that the reader had already taken from the cache staying parked
+// in ready, holding the budget.
+func TestReadaheadWholeChunks(t *testing.T) {
+	ctx := testCtx(t)
+	const window = 8 << 20
+	v := newEnv(t, trickle{stores()[0].new(t)}, testKeys(t, cipher.DefaultBlockSize), func(o *Options) { o.Readahead = window })
+	const size = 64 << 20
+	data := pattern(size, 41)
+	f := v.eng.Create("seq", nil)
+	writeSeq(t, f, data, 1<<20)
+	mustSync(t, f)
+	big, err := cache.New(2 * size) // admits everything read
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(big.Close)
+	v.eng.cache = big
+	f = v.reopen(ctx, "seq")
+	v.store.mu.Lock()
+	v.store.getLog = nil
+	v.store.mu.Unlock()
+	b0 := v.store.getBytes.Load()
+	h := f.NewHandle()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n, err := h.ReadAt(ctx, buf, off)
+		if err != nil || !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		// A reader a little slower than the store: it finds the first
+		// blocks of a running GET in the cache.
+		time.Sleep(200 * time.Microsecond)
+	}
+	h.wg.Wait()
+	// Everything was read: no prefetched block may still hold budget.
+	if n := v.eng.raMem.Load(); n != 0 {
+		t.Errorf("%d bytes of readahead budget held after the whole file was read (blocks parked that the reader already had)", n)
+	}
+	h.Close()
+	chunk := readaheadChunk(window)
+	objSize := v.eng.ObjectSize(size)
+	sealedChunk := chunk / v.eng.bs * (v.eng.bs + v.eng.overhead)
+	small := 0
+	v.store.mu.Lock()
+	gets := len(v.store.getLog)
+	for _, g := range v.store.getLog {
+		// Past the ramp-up of the window (two windows in) every GET is
+		// a whole chunk, except the one that ends the object.
+		if g[0] > 2*window && g[1] < sealedChunk && g[0]+g[1] < objSize {
+			small++
+		}
+	}
+	v.store.mu.Unlock()
+	t.Logf("%d GETs, %d of them short of a %d-byte chunk past the ramp-up", gets, small, sealedChunk)
+	if small > 0 {
+		t.Errorf("%d GETs shorter than a readahead chunk in the middle of a sequential read", small)
+	}
+	if got := v.store.getBytes.Load() - b0; got > objSize {
+		t.Errorf("fetched %d bytes of a %d-byte object", got, objSize)
+	}
+	if n := v.eng.raMem.Load(); n != 0 {
+		t.Errorf("%d bytes of readahead budget still held after Close", n)
 	}
 }

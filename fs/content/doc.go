@@ -41,6 +41,6 @@ package content
 //     retries every part before an upload fails. Reading such a file back
 //     while it is written, or writing elsewhere in it, completes the
 //     upload first (one extra upload when it is written to again).
-//   - Readahead memory is bounded engine-wide (window + 4 GETs: 48 MiB with
+//   - Readahead memory is bounded engine-wide (window + 4 GETs: 64 MiB with
 //     the default 32 MiB window); a File's prefetched blocks go when its
 //     last Handle closes, so close every Handle.

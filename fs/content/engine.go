@@ -37,7 +37,7 @@ const (
 
 	minReadahead      = 256 << 10 // first readahead window of a sequential reader
 	minReadaheadChunk = 1 << 20   // bytes per readahead GET, at least ...
-	maxReadaheadChunk = 8 << 20   // ... and at most (window/8 in between)
+	maxReadaheadChunk = 8 << 20   // ... and at most (window/4 in between)
 	readaheadPar      = 4         // readahead GETs in flight per handle
 	maxCopyRange      = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
 
@@ -156,16 +156,20 @@ func New(opts Options) (*Engine, error) {
 }
 
 // readaheadChunk is the size of one readahead GET for a window of w bytes:
-// an eighth of it, within [1 MiB, 8 MiB]. Small windows (a reader that just
+// a quarter of it, within [1 MiB, 8 MiB]. Small windows (a reader that just
 // started) get their first bytes soon; a full window gets few requests,
 // each long enough that its latency (a few ms on MinIO, tens on S3) is
-// amortised, like the SDK's ranged-GET downloads (8-16 MiB parts).
+// amortised, like the SDK's ranged-GET downloads (8-16 MiB parts). The
+// size matters on the store's side too: MinIO spends 1.5 CPU-s per GiB
+// served in 4 MiB ranges at our block offsets, 1.3 in 8 MiB ones and 3.0
+// in 1 MiB ones (measured next to the mount on 2 cores; see
+// docs/PERFORMANCE.md).
 func readaheadChunk(w int64) int64 {
-	return min(max(w/8, minReadaheadChunk), maxReadaheadChunk)
+	return min(max(w/4, minReadaheadChunk), maxReadaheadChunk)
 }
 
 // readaheadMem is the engine-wide bound on what readahead holds (raMax):
-// one full window plus readaheadPar GETs in flight (48 MiB with the default
+// one full window plus readaheadPar GETs in flight (64 MiB with the default
 // 32 MiB window), whatever the number of handles and files. Handles share
 // it: when it is used up, readahead waits and readers fetch on demand.
 // Counted in block sizes of plaintext; each GET in flight also holds one

@@ -83,7 +83,14 @@ type File struct {
 	ready      map[fetchKey][]byte
 	readyOrder []fetchKey
 	readyBytes int64
-	handles    int // open Handles; the last one to close clears ready
+	// consumed: blocks a reader already got from the cache while the
+	// readahead GET that fetches them was still running; when that GET
+	// completes they are not parked in ready, where nobody would take
+	// them and they would hold readahead budget until evicted (which
+	// starved readahead into 128 KiB reads once the cache admitted
+	// blocks). Entries live only while their GET is in flight.
+	consumed map[fetchKey]struct{}
+	handles  int // open Handles; the last one to close clears ready
 }
 
 // readyLimit bounds the bytes a File keeps in ready (the engine-wide
@@ -103,6 +110,9 @@ func (f *File) keepReadyLocked(cv string, blocks map[uint64][]byte) int {
 	for i, b := range blocks {
 		k := fetchKey{cv, i}
 		if _, dup := f.ready[k]; dup {
+			continue
+		}
+		if _, done := f.consumed[k]; done {
 			continue
 		}
 		f.ready[k] = b
@@ -178,9 +188,10 @@ type fetchKey struct {
 // fetch is one ranged GET in flight; readers of its blocks wait for it
 // instead of issuing their own.
 type fetch struct {
-	done   chan struct{}
-	blocks map[uint64][]byte // set before done is closed
-	err    error
+	done     chan struct{}
+	blocks   map[uint64][]byte // set before done is closed
+	err      error
+	prefetch bool // a readahead GET: parks its blocks in ready
 }
 
 // Open returns the File of an existing object. info must carry Key, Size and
@@ -571,16 +582,22 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64) (map[u
 			}
 		}
 		f.mu.Unlock()
-		var missing []uint64
+		var missing, cached []uint64
 		for _, i := range idxs {
 			if _, ok := res[i]; ok {
 				continue
 			}
 			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
 				res[i] = b
+				cached = append(cached, i)
 				continue
 			}
 			missing = append(missing, i)
+		}
+		if len(cached) > 0 {
+			f.mu.Lock()
+			f.consumeLocked(v, cached)
+			f.mu.Unlock()
 		}
 		if len(missing) == 0 {
 			return res, nil
@@ -646,6 +663,23 @@ func (f *File) fetchBlocks(ctx context.Context, v version, idxs []uint64) (map[u
 	}
 }
 
+// consumeLocked notes that a reader got blocks idxs of v from the cache: a
+// prefetched copy is dropped now, or, with the GET still running, when it
+// completes (see consumed). f.mu held.
+func (f *File) consumeLocked(v version, idxs []uint64) {
+	for _, i := range idxs {
+		if _, ok := f.takeReadyLocked(v.content, i); ok {
+			continue
+		}
+		if fl := f.inflight[fetchKey{v.info.ETag, i}]; fl != nil && fl.prefetch {
+			if f.consumed == nil {
+				f.consumed = make(map[fetchKey]struct{})
+			}
+			f.consumed[fetchKey{v.content, i}] = struct{}{}
+		}
+	}
+}
+
 // claimLocked registers one fetch per run of consecutive indexes in idxs
 // (sorted) as in flight. f.mu held.
 func (f *File) claimLocked(v version, idxs []uint64) (runs [][2]uint64, fls []*fetch) {
@@ -682,6 +716,7 @@ func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *f
 		if f.inflight[fetchKey{v.info.ETag, i}] == fl {
 			delete(f.inflight, fetchKey{v.info.ETag, i})
 		}
+		delete(f.consumed, fetchKey{v.content, i})
 	}
 	f.mu.Unlock()
 	close(fl.done)

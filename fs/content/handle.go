@@ -105,6 +105,14 @@ func (h *Handle) readahead(off, n int64) {
 	chunk := readaheadChunk(h.window)
 	for start < target {
 		end := min(start+chunk, target)
+		if end-start < min(chunk, h.window) && end < limit {
+			// Top up only by whole chunks: topping up the window at every
+			// read issued GETs of a few blocks each, and a store pays per
+			// request (MinIO: 3x the CPU per byte for 128 KiB ranges as
+			// for 4 MiB ones). A window still smaller than a chunk (a
+			// reader that just started) is filled whole.
+			return
+		}
 		select {
 		case h.sem <- struct{}{}:
 		default:
@@ -140,9 +148,11 @@ func (h *Handle) readahead(off, n int64) {
 // claimPrefetch registers as in flight the stored blocks covering
 // [start, end) that are not dirty, prefetched, cached or in flight already,
 // each holding one block of the engine's readahead budget, and returns the
-// runs to GET and how far it got: covered < end when the budget ran out.
-// Readahead needs the header read (Open does that); without it, it does
-// nothing (covered = start).
+// runs to GET and how far it got. It claims all of them or, when the budget
+// cannot hold them all, none (covered = start): a partial claim would
+// split the GET into small requests, each paying the store's per-request
+// cost. Readahead needs the header read (Open does that); without it, it
+// does nothing (covered = start).
 func (f *File) claimPrefetch(start, end int64) (v version, runs [][2]uint64, fls []*fetch, covered int64) {
 	e := f.e
 	f.mu.Lock()
@@ -152,7 +162,6 @@ func (f *File) claimPrefetch(start, end int64) (v version, runs [][2]uint64, fls
 		return v, nil, nil, start
 	}
 	var idxs []uint64
-	covered = end
 	for i := uint64(start / e.bs); int64(i)*e.bs < min(end, f.baseValid); i++ {
 		if f.dirty[i] != nil || f.inflight[fetchKey{v.info.ETag, i}] != nil {
 			continue
@@ -163,12 +172,15 @@ func (f *File) claimPrefetch(start, end int64) (v version, runs [][2]uint64, fls
 		if _, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
 			continue
 		}
-		if e.raAcquire(1) == 0 {
-			covered = int64(i) * e.bs
-			break
-		}
 		idxs = append(idxs, i)
 	}
+	if got := e.raAcquire(len(idxs)); got < len(idxs) {
+		e.raRelease(got)
+		return v, nil, nil, start
+	}
 	runs, fls = f.claimLocked(v, idxs)
-	return v, runs, fls, covered
+	for _, fl := range fls {
+		fl.prefetch = true
+	}
+	return v, runs, fls, end
 }

@@ -112,6 +112,34 @@ func TestLargeFile(t *testing.T) {
 		wrote, 1024/wrote.Seconds(), time.Since(start), 1024/time.Since(start).Seconds())
 }
 
+// TestKernelReadahead: a mount by root raises the kernel's readahead for it
+// to 1 MiB (the kernel's FUSE default is 128 KiB, which splits a sequential
+// read into 128 KiB READs), and the setting goes with the mount.
+func TestKernelReadahead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root can set a mount's readahead")
+	}
+	st := newStore(t, "local")
+	st.init(t)
+	m := st.mount(t)
+	var sb unix.Stat_t
+	if err := unix.Stat(m.dir, &sb); err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(sb.Dev), unix.Minor(sb.Dev))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the mount's backing device info: %v", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "1024" {
+		t.Errorf("%s = %s, want 1024", path, got)
+	}
+	m.unmount()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still there after unmount: %v", path, err)
+	}
+}
+
 // TestCiphertextAtRest: what the store holds is ciphertext, and its size is
 // the one docs/FORMAT.md gives (cipher.Layout).
 func TestCiphertextAtRest(t *testing.T) {

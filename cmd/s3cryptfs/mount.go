@@ -21,6 +21,7 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cache"
@@ -326,6 +327,7 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
+	setKernelReadahead(mnt, log)
 	log.Info("mounted", "store", spec, "mountpoint", mnt, "client_encryption", keys != nil,
 		"sse", m.store.sse, "read_only", m.readOnly, "version", version)
 	rd.report(nil)
@@ -371,6 +373,31 @@ func setMemoryLimit(cacheSize int64, log *slog.Logger) {
 	limit := cacheSize + memoryHeadroom
 	debug.SetMemoryLimit(limit)
 	log.Debug("soft memory limit", "bytes", limit)
+}
+
+// kernelReadaheadKB is the kernel's readahead for the mount, in KiB: the
+// size of the READ requests a sequential reader's page cache sends us.
+const kernelReadaheadKB = 1024
+
+// setKernelReadahead raises the kernel's readahead for the mount from its
+// 128 KiB default to kernelReadaheadKB. The kernel caps a FUSE mount's
+// readahead at the default whatever the daemon asks at INIT; only the
+// mount's backing device info in sysfs can raise it, and only root may
+// write there, so for other users this does nothing (logged at debug).
+// 1 MiB READs instead of 128 KiB ones cut the mount's system time of a
+// cold sequential read by a quarter (docs/PERFORMANCE.md).
+func setKernelReadahead(mnt string, log *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil {
+		log.Debug("kernel readahead unchanged", "err", err)
+		return
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(path, []byte(strconv.Itoa(kernelReadaheadKB)), 0); err != nil {
+		log.Debug("kernel readahead unchanged", "err", err)
+		return
+	}
+	log.Debug("kernel readahead set", "path", path, "kib", kernelReadaheadKB)
 }
 
 // maxNameLen is the longest file name the store can hold: 255 bytes on S3

@@ -148,10 +148,13 @@ func (fl *File) touch() {
 	fl.mu.Unlock()
 }
 
-// Open attaches a handle, opening the content on first use. The object is
-// always re-read with a HEAD when no handle is open (close-to-open
-// consistency), and the kernel keeps its page cache only if the ETag is the
-// one it cached.
+// Open attaches a handle, opening the content on first use. When no handle
+// is open the object is always checked against the store (close-to-open
+// consistency): with client-side encryption by the header GET that opening
+// needs anyway, sent If-Match the ETag of the attributes we hold (a HEAD
+// follows only when that fails: the object changed or went); without, by
+// a HEAD. The kernel keeps its page cache only if the ETag is the one it
+// cached.
 func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	f := fl.fsys
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
@@ -167,12 +170,7 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 	keep := true
 	if fl.cf == nil {
 		key := keyOf(&fl.Inode)
-		info, err := f.store.Stat(ctx, key)
-		if err != nil {
-			fl.mu.Unlock()
-			return nil, 0, f.errno("open", key, err)
-		}
-		cf, err := f.engine.Open(ctx, info)
+		info, cf, err := fl.openCurrent(ctx, key)
 		if err != nil {
 			fl.mu.Unlock()
 			return nil, 0, f.errno("open", key, err)
@@ -203,6 +201,28 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return h, fuseFlags, 0
+}
+
+// openCurrent opens the content of the object stored under key as it is
+// now (see Open). fl.mu held.
+func (fl *File) openCurrent(ctx context.Context, key string) (backend.ObjectInfo, *content.File, error) {
+	f := fl.fsys
+	if known := fl.attr.info; f.engine.OpenChecks() && known.Key == key && known.ETag != "" {
+		cf, err := f.engine.Open(ctx, known)
+		if err == nil {
+			return known, cf, nil
+		}
+		if !errors.Is(err, backend.ErrPreconditionFailed) && !errors.Is(err, backend.ErrNotFound) {
+			return known, nil, err
+		}
+		// Replaced or removed since we learnt of it: ask the store.
+	}
+	info, err := f.store.Stat(ctx, key)
+	if err != nil {
+		return info, nil, err
+	}
+	cf, err := f.engine.Open(ctx, info)
+	return info, cf, err
 }
 
 // release drops one handle; the last one syncs what is left (Flush has

@@ -704,3 +704,49 @@ func TestChownClearsSetuid(t *testing.T) {
 		t.Fatalf("after chown: mode %o uid %d, want setuid/setgid cleared and uid 1234", st.Mode&0o7777, st.Uid)
 	}
 }
+
+// TestOpenNeedsNoHead: opening a file whose attributes we hold costs no
+// HEAD (the header GET, If-Match their ETag, checks the object), yet an
+// object replaced or removed behind the mount's back is still noticed at
+// open: the new content is read, a removed file is ENOENT.
+func TestOpenNeedsNoHead(t *testing.T) {
+	cs := &countingStore{Store: mem.New()}
+	dir := mountStoreWith(t, cs, func(*fs.Options) {})
+	// a and b have one size: the kernel's cached size of b stays right
+	// (it bounds reads until the attribute timeout), so what is tested is
+	// which version the mount opens.
+	a, b := randBytes(t, 10000), randBytes(t, 10000)
+	for name, data := range map[string][]byte{"a": a, "b": b, "gone": a} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"a", "b", "gone"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs.stats.Store(0)
+	if got, err := os.ReadFile(filepath.Join(dir, "a")); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("read a: %v", err)
+	}
+	if n := cs.stats.Load(); n != 0 {
+		t.Errorf("open and read of a file whose attributes are cached: %d HEADs, want 0", n)
+	}
+
+	// Behind the mount's back: b's object now holds a's content (a
+	// server-side copy of a valid object), and gone is deleted.
+	ctx := context.Background()
+	if _, err := cs.Store.Copy(ctx, "a", "b", backend.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Store.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "b")); err != nil || !bytes.Equal(got, a) {
+		t.Errorf("read b after it was replaced in the store: %v, equal to the new content: %v", err, bytes.Equal(got, a))
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, "gone")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("read of a file removed from the store: %v, want ENOENT", err)
+	}
+}

@@ -220,6 +220,14 @@ func (e *Engine) Open(ctx context.Context, info backend.ObjectInfo) (*File, erro
 	return f, nil
 }
 
+// OpenChecks reports whether Open reads the object (with If-Match its
+// ETag), so that it fails with backend.ErrPreconditionFailed or
+// backend.ErrNotFound when info no longer describes the stored object:
+// true with client-side encryption (Open reads the header). Then a caller
+// that knows the object's info needs no Stat first to be sure it opens
+// the current version.
+func (e *Engine) OpenChecks() bool { return e.keys != nil }
+
 // Create returns the File of a new, empty file, stored on its first Sync.
 func (e *Engine) Create(key string, meta map[string]string) *File {
 	f := e.newFile(key, maps.Clone(meta))

@@ -226,6 +226,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 }
 
+// PID is the MinIO process's id (benchmarks read its CPU time).
+func (s *Server) PID() int {
+	if s.proc == nil || s.proc.cmd.Process == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // Stop ends the server and removes the directories Start created. It is safe
 // to call more than once.
 func (s *Server) Stop() {

@@ -19,6 +19,12 @@
 //	S3CRYPTFS_BENCH_MOUNT_ARGS=... extra options of s3cryptfs mount (--attr-timeout 10s ...)
 //	S3CRYPTFS_BENCH_PAIRED=0       no second SDK run per system for the ratios
 //	S3CRYPTFS_BENCH_SDK_PART, S3CRYPTFS_BENCH_SDK_CONC  part size and parallelism of the baselines
+//	S3CRYPTFS_BENCH_DISK=1         keep MinIO's data on disk (default: /dev/shm, unless TMPDIR is set)
+//
+// Before the first measurement, the SDK uploads and downloads the
+// sequential file once, untimed: MinIO's first large transfers after start
+// are slower (buffer pools growing), and that cost fell on whichever system
+// ran first, the SDK.
 //
 // At the end of a run the package prints a Markdown table with every system
 // side by side (docs/PERFORMANCE.md is made from it).

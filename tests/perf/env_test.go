@@ -69,7 +69,24 @@ func getEnv(b *testing.B) *env {
 		fixtures: map[string]bool{},
 		systems:  map[string]system{},
 	}
+	sharedEnv.warmUp(b)
 	return sharedEnv
+}
+
+// warmUp uploads and downloads the sequential file once through the SDK,
+// untimed, in a bucket of its own (see the package doc).
+func (e *env) warmUp(b *testing.B) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bucket := e.bucket(b, "warmup")
+	data := randomData()
+	if err := sdkUpload(ctx, e.s3, bucket, seqName, data, sdkPartSize, sdkConcurrency); err != nil {
+		b.Fatalf("perf: warm-up: %v", err)
+	}
+	if err := sdkDownload(ctx, e.s3, bucket, seqName, readBuf(), data, sdkPartSize, sdkConcurrency); err != nil {
+		b.Fatalf("perf: warm-up: %v", err)
+	}
 }
 
 func removeWorkDir() {
@@ -411,6 +428,17 @@ func parseVmHWM(status []byte) (int64, error) {
 
 // cpuSeconds returns the user+system CPU time pid has used, from
 // /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+// minioCPU is the CPU time MinIO has used so far, in seconds (0 if
+// unknown): with MinIO on the same cores, what it spends per byte bounds
+// every client.
+func (e *env) minioCPU() float64 {
+	s, err := cpuSeconds(e.srv.PID())
+	if err != nil {
+		return 0
+	}
+	return s
+}
+
 func cpuSeconds(pid int) (float64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -177,16 +177,8 @@ func TestReadaheadWholeChunks(t *testing.T) {
 	f := v.eng.Create("seq", nil)
 	writeSeq(t, f, data, 1<<20)
 	mustSync(t, f)
-	big, err := cache.New(2 * size) // admits everything read
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(big.Close)
-	v.eng.cache = big
-	f = v.reopen(ctx, "seq")
-	v.store.mu.Lock()
-	v.store.getLog = nil
-	v.store.mu.Unlock()
+	v.freshCacheOf(t, 2*size) // admits everything read
+	f = v.reopenLogged(ctx, "seq")
 	b0 := v.store.getBytes.Load()
 	h := f.NewHandle()
 	buf := make([]byte, 128<<10)

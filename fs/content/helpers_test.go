@@ -213,10 +213,27 @@ func pattern(n int, seed int) []byte {
 // sync wrote through is forgotten, so reads go to the store.
 func (v *env) freshCache(t *testing.T) {
 	t.Helper()
-	c, err := cache.New(64 << 20)
+	v.freshCacheOf(t, 64<<20)
+}
+
+// freshCacheOf is freshCache with a cache of size bytes.
+func (v *env) freshCacheOf(t *testing.T, size int64) {
+	t.Helper()
+	c, err := cache.New(size)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	v.cache, v.eng.cache = c, c
+}
+
+// reopenLogged reopens key (see reopen) and then clears the log of Gets,
+// so that the log holds only what reads of the returned File ask for.
+func (v *env) reopenLogged(ctx context.Context, key string) *File {
+	v.t.Helper()
+	f := v.reopen(ctx, key)
+	v.store.mu.Lock()
+	v.store.getLog = nil
+	v.store.mu.Unlock()
+	return f
 }

@@ -755,16 +755,8 @@ func TestReadaheadFullCache(t *testing.T) {
 	f := v.eng.Create("big", nil)
 	writeSeq(t, f, data, 1<<20)
 	mustSync(t, f)
-	small, err := cache.New(2 << 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(small.Close)
-	v.eng.cache = small
-	f = v.reopen(ctx, "big")
-	v.store.mu.Lock()
-	v.store.getLog = nil
-	v.store.mu.Unlock()
+	v.freshCacheOf(t, 2<<20)
+	f = v.reopenLogged(ctx, "big")
 	h := f.NewHandle()
 	defer h.Close()
 	buf := make([]byte, 128<<10)

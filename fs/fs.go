@@ -139,13 +139,20 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 func (f *FS) MountOptions() *gofs.Options {
 	ttl := f.ttl
 	neg := time.Duration(0)
-	return &gofs.Options{
+	o := &gofs.Options{
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,
 		UID:             f.uid,
 		GID:             f.gid,
 	}
+	// Reads answer with data in memory, never a file descriptor: with
+	// splicing on, go-fuse still tried a splice for every READ (a pipe,
+	// a write of the header into it, then the fallback to a plain write),
+	// and for 1 MiB READs it also logged a failure each time, the reply
+	// being larger than a pipe may grow.
+	o.DisableSplice = true
+	return o
 }
 
 // SyncAll makes every open file's data durable, for a clean shutdown

@@ -158,6 +158,9 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 		return a, nil
 	}
 	ctx = detach(ctx)
+	if a, ok := f.revalidated(ctx, key); ok {
+		return a, nil
+	}
 	type res struct {
 		info backend.ObjectInfo
 		err  error

@@ -127,6 +127,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, f.errno("readdir", pfx, err)
 	}
+	f.reval.noteListing(pfx, len(ents))
 	hits := f.fromIndex(pfx, ents, f.idx.view(pfx, stored))
 	heads := f.statAll(ctx, pfx, ents)
 	f.log.Debug("readdir", "dir", pfx, "entries", len(ents), "index_entries", len(stored), "from_index", hits, "heads", heads)

@@ -83,6 +83,7 @@ type FS struct {
 	mountTime time.Time
 
 	cache attrCache
+	reval revalidator
 	idx   *indexer
 
 	openMu sync.Mutex
@@ -255,6 +256,37 @@ func (c *attrCache) get(key string) (attr, bool) {
 		return attr{}, false
 	}
 	return e.a, true
+}
+
+// stale returns key's entry even if it has expired (see revalidated).
+func (c *attrCache) stale(key string) (attr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return e.a, ok
+}
+
+// renew extends key's entry by ttl if it is a file or symlink whose object
+// is the listed obj: same ETag, size and LastModified (to the second: HEAD
+// reports whole seconds; S3 keeps the ETag of a metadata-only copy of a
+// single-part object, so only LastModified tells such a copy apart). It
+// works atomically, so a newer entry put meanwhile (a write stored a new
+// version) is never replaced by the one a listing confirmed.
+func (c *attrCache) renew(key string, obj *backend.ObjectInfo, ttl time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || ttl <= 0 || e.a.kind == kindDir {
+		return false
+	}
+	i := e.a.info
+	if i.ETag != obj.ETag || i.Size != obj.Size || i.LastModified.IsZero() ||
+		i.LastModified.Unix() != obj.LastModified.Unix() {
+		return false
+	}
+	e.exp = time.Now().Add(ttl)
+	c.entries[key] = e
+	return true
 }
 
 func (c *attrCache) put(key string, a attr, ttl time.Duration) {

@@ -750,3 +750,71 @@ func TestOpenNeedsNoHead(t *testing.T) {
 		t.Errorf("read of a file removed from the store: %v, want ENOENT", err)
 	}
 }
+
+// listCounter is a countingStore that also counts listings.
+type listCounter struct {
+	countingStore
+	lists atomic.Int64
+}
+
+func (c *listCounter) List(ctx context.Context, prefix, delim string, fn backend.ListFunc) error {
+	c.lists.Add(1)
+	return c.countingStore.List(ctx, prefix, delim, fn)
+}
+
+// TestRevalidateByListing: once the attributes of a listed directory have
+// expired, looking its files up again costs one listing, not two HEADs per
+// file; a file replaced or removed behind the mount's back meanwhile is
+// still seen as it is now.
+func TestRevalidateByListing(t *testing.T) {
+	cs := &listCounter{countingStore: countingStore{Store: mem.New()}}
+	dir := mountStoreWith(t, cs, func(o *fs.Options) { o.NoIndex = true })
+	const n = 40
+	d := filepath.Join(dir, "d")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.ReadDir(d); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := os.Lstat(filepath.Join(d, fmt.Sprintf("f%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Behind the mount's back: f00 gets new metadata (a new ETag), f01 goes.
+	ctx := context.Background()
+	if _, err := cs.Store.Copy(ctx, "d/f00", "d/f00", backend.CopyOptions{
+		ReplaceMetadata: true, Metadata: map[string]string{"mode": "600"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Store.Delete(ctx, "d/f01"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the attribute TTL (200ms) expires
+	cs.stats.Store(0)
+	cs.lists.Store(0)
+	for i := 2; i < n; i++ {
+		if _, err := os.Lstat(filepath.Join(d, fmt.Sprintf("f%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, lists := cs.stats.Load(), cs.lists.Load()
+	t.Logf("%d expired lookups: %d HEADs, %d listings", n-2, stats, lists)
+	if stats > 4 || lists < 1 || lists > 2 {
+		t.Errorf("%d expired lookups in one directory: %d HEADs and %d listings, want one listing and (almost) no HEAD", n-2, stats, lists)
+	}
+	st, err := os.Lstat(filepath.Join(d, "f00"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("f00 changed behind the mount: %v, mode %v; want mode 0600", err, st.Mode())
+	}
+	if _, err := os.Lstat(filepath.Join(d, "f01")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("f01 removed behind the mount: %v, want ENOENT", err)
+	}
+}

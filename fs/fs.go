@@ -233,11 +233,22 @@ func (f *FS) checkNew(dirPrefix, name string) syscall.Errno {
 	return 0
 }
 
-// cachedAttr is an attribute fetched from the store, trusted until exp.
+// cachedAttr is an attribute fetched from the store, trusted until exp;
+// seen is when the store last showed it (see renew).
 type cachedAttr struct {
-	a   attr
-	exp time.Time
+	a    attr
+	exp  time.Time
+	seen time.Time
 }
+
+// renewAfter: a listing may renew an entry only if the store showed it at
+// least this long after the object's LastModified. A metadata-only copy
+// keeps the ETag on S3, and LastModified counts whole seconds, so a copy
+// in the same second as the write it follows would look like no change;
+// an entry observed two seconds after that second cannot be followed by
+// such a copy (allowing for a second of clock skew between us and the
+// store).
+const renewAfter = 2 * time.Second
 
 // attrCache keeps attributes of keys seen by listings and lookups for the
 // attribute TTL, so that the Lookup calls the kernel makes after a readdir
@@ -269,10 +280,11 @@ func (c *attrCache) stale(key string) (attr, bool) {
 // renew extends key's entry by ttl if it is a file or symlink whose object
 // is the listed obj: same ETag, size and LastModified (to the second: HEAD
 // reports whole seconds; S3 keeps the ETag of a metadata-only copy of a
-// single-part object, so only LastModified tells such a copy apart). It
-// works atomically, so a newer entry put meanwhile (a write stored a new
-// version) is never replaced by the one a listing confirmed.
-func (c *attrCache) renew(key string, obj *backend.ObjectInfo, ttl time.Duration) bool {
+// single-part object, so only LastModified tells such a copy apart), seen
+// at least renewAfter after that LastModified. It works atomically, so a
+// newer entry put meanwhile (a write stored a new version) is never
+// replaced by the one a listing confirmed. listed is when the listing ran.
+func (c *attrCache) renew(key string, obj *backend.ObjectInfo, listed time.Time, ttl time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
@@ -281,10 +293,12 @@ func (c *attrCache) renew(key string, obj *backend.ObjectInfo, ttl time.Duration
 	}
 	i := e.a.info
 	if i.ETag != obj.ETag || i.Size != obj.Size || i.LastModified.IsZero() ||
-		i.LastModified.Unix() != obj.LastModified.Unix() {
+		i.LastModified.Unix() != obj.LastModified.Unix() ||
+		e.seen.Sub(i.LastModified.Truncate(time.Second)) < renewAfter {
 		return false
 	}
 	e.exp = time.Now().Add(ttl)
+	e.seen = listed
 	c.entries[key] = e
 	return true
 }
@@ -303,7 +317,7 @@ func (c *attrCache) put(key string, a attr, ttl time.Duration) {
 			}
 		}
 	}
-	c.entries[key] = cachedAttr{a: a, exp: now.Add(ttl)}
+	c.entries[key] = cachedAttr{a: a, exp: now.Add(ttl), seen: now}
 }
 
 func (c *attrCache) del(keys ...string) {

@@ -98,6 +98,7 @@ func (f *FS) revalidateDir(ctx context.Context, pfx string) {
 	var objs []backend.ObjectInfo
 	dirs := map[string]bool{}
 	n := 0
+	listed := time.Now()
 	err := f.store.List(ctx, pfx, "/", func(obj *backend.ObjectInfo, p string) error {
 		n++
 		if n > revalMaxEntries {
@@ -120,7 +121,7 @@ func (f *FS) revalidateDir(ctx context.Context, pfx string) {
 		if dirs[o.Key] {
 			continue // a directory of the same name now: let a HEAD decide
 		}
-		if f.cache.renew(o.Key, &o, f.ttl) {
+		if f.cache.renew(o.Key, &o, listed, f.ttl) {
 			renewed++
 		}
 	}

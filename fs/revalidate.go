@@ -25,26 +25,31 @@ import (
 // with one listing (one ListObjectsV2 page on S3).
 const revalMaxEntries = 1000
 
-// revalidator remembers directory sizes and when each was last
-// revalidated, and runs one listing per directory at a time.
+// revalidator remembers, per directory prefix, the size of its last
+// listing, when it was last revalidated and the revalidation running now.
 type revalidator struct {
-	mu      sync.Mutex
-	size    map[string]int       // prefix -> entries in its last listing
-	at      map[string]time.Time // prefix -> last revalidation
-	running map[string]chan struct{}
+	mu   sync.Mutex
+	dirs map[string]*revalDir
+}
+
+type revalDir struct {
+	size    int           // entries in the last listing
+	at      time.Time     // last revalidation started
+	running chan struct{} // closed when the running revalidation ends; nil if none
 }
 
 // noteListing records that a listing of prefix had n entries.
 func (r *revalidator) noteListing(prefix string, n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.size == nil {
-		r.size = map[string]int{}
+	if r.dirs == nil || len(r.dirs) > 100000 {
+		r.dirs = map[string]*revalDir{} // a bound; forgetting only costs HEADs
 	}
-	if len(r.size) > 100000 {
-		clear(r.size)
+	if d := r.dirs[prefix]; d != nil {
+		d.size = n
+	} else {
+		r.dirs[prefix] = &revalDir{size: n}
 	}
-	r.size[prefix] = n
 }
 
 // revalidated returns key's attributes if its expired cache entry is
@@ -58,36 +63,30 @@ func (f *FS) revalidated(ctx context.Context, key string) (attr, bool) {
 	pfx, _ := splitKey(key)
 	r := &f.reval
 	r.mu.Lock()
-	if n, known := r.size[pfx]; !known || n > revalMaxEntries {
+	d := r.dirs[pfx]
+	if d == nil || d.size > revalMaxEntries ||
+		(d.running == nil && time.Since(d.at) < f.ttl) { // listed a moment ago without confirming key
 		r.mu.Unlock()
 		return attr{}, false
 	}
-	wait, running := r.running[pfx]
-	if !running {
-		if time.Since(r.at[pfx]) < f.ttl {
-			r.mu.Unlock() // listed a moment ago and key was not confirmed
-			return attr{}, false
-		}
-		if r.running == nil {
-			r.running, r.at = map[string]chan struct{}{}, map[string]time.Time{}
-		}
+	wait, mine := d.running, d.running == nil
+	if mine {
 		wait = make(chan struct{})
-		r.running[pfx] = wait
-		r.at[pfx] = time.Now()
+		d.running, d.at = wait, time.Now()
 	}
 	r.mu.Unlock()
-	if running {
+	if mine {
+		f.revalidateDir(ctx, pfx)
+		r.mu.Lock()
+		d.running = nil
+		r.mu.Unlock()
+		close(wait)
+	} else {
 		select {
 		case <-wait:
 		case <-ctx.Done():
 			return attr{}, false
 		}
-	} else {
-		f.revalidateDir(ctx, pfx)
-		r.mu.Lock()
-		delete(r.running, pfx)
-		r.mu.Unlock()
-		close(wait)
 	}
 	return f.cache.get(key)
 }

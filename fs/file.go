@@ -170,7 +170,7 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 	keep := true
 	if fl.cf == nil {
 		key := keyOf(&fl.Inode)
-		info, cf, err := fl.openCurrent(ctx, key)
+		info, cf, headed, err := fl.openCurrent(ctx, key)
 		if err != nil {
 			fl.mu.Unlock()
 			return nil, 0, f.errno("open", key, err)
@@ -178,7 +178,12 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 		keep = info.ETag == fl.lastETag
 		fl.lastETag = info.ETag
 		fl.attr = f.attrFromObject(info, false)
-		fl.fetched = time.Now()
+		if headed {
+			// Only a HEAD read the metadata now; the If-Match GET
+			// confirmed the content, not a metadata-only copy that kept
+			// the ETag, so the attributes keep their age.
+			fl.fetched = time.Now()
+		}
 		fl.cf = cf
 		fl.metaDirty = false
 		fl.mtimeSet = false
@@ -204,25 +209,24 @@ func (fl *File) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32
 }
 
 // openCurrent opens the content of the object stored under key as it is
-// now (see Open). fl.mu held.
-func (fl *File) openCurrent(ctx context.Context, key string) (backend.ObjectInfo, *content.File, error) {
+// now (see Open); headed says whether it HEADed the object. fl.mu held.
+func (fl *File) openCurrent(ctx context.Context, key string) (info backend.ObjectInfo, cf *content.File, headed bool, err error) {
 	f := fl.fsys
 	if known := fl.attr.info; f.engine.OpenChecks() && known.Key == key && known.ETag != "" {
 		cf, err := f.engine.Open(ctx, known)
 		if err == nil {
-			return known, cf, nil
+			return known, cf, false, nil
 		}
 		if !errors.Is(err, backend.ErrPreconditionFailed) && !errors.Is(err, backend.ErrNotFound) {
-			return known, nil, err
+			return known, nil, false, err
 		}
 		// Replaced or removed since we learnt of it: ask the store.
 	}
-	info, err := f.store.Stat(ctx, key)
-	if err != nil {
-		return info, nil, err
+	if info, err = f.store.Stat(ctx, key); err != nil {
+		return info, nil, true, err
 	}
-	cf, err := f.engine.Open(ctx, info)
-	return info, cf, err
+	cf, err = f.engine.Open(ctx, info)
+	return info, cf, true, err
 }
 
 // release drops one handle; the last one syncs what is left (Flush has

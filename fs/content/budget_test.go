@@ -164,8 +164,8 @@ func (r *trickleReader) Read(p []byte) (int, error) {
 // every block gets its data in whole readahead chunks once the window is
 // open: no GET smaller than a chunk except at the end of the file, each
 // byte fetched once, and all readahead budget back after Close. Two
-// defects once split the stream into 128 KiB GETs (3x the store's CPU per
-// byte on MinIO): topping up the window at every read, and prefetched
+// defects once split the stream into 128 KiB GETs (about twice MinIO's CPU
+// per byte read): topping up the window at every read, and prefetched
 // blocks that the reader had already taken from the cache staying parked
 // in ready, holding the budget.
 func TestReadaheadWholeChunks(t *testing.T) {

@@ -160,10 +160,10 @@ func New(opts Options) (*Engine, error) {
 // started) get their first bytes soon; a full window gets few requests,
 // each long enough that its latency (a few ms on MinIO, tens on S3) is
 // amortised, like the SDK's ranged-GET downloads (8-16 MiB parts). The
-// size matters on the store's side too: MinIO spends 1.5 CPU-s per GiB
-// served in 4 MiB ranges at our block offsets, 1.3 in 8 MiB ones and 3.0
-// in 1 MiB ones (measured next to the mount on 2 cores; see
-// docs/PERFORMANCE.md).
+// size matters on the store's side too: MinIO spends 1.3 CPU-s per GiB
+// served in 8 MiB ranges, 1.9 in 4 MiB ones at our block offsets (1.5
+// aligned) and 3.0 in 1 MiB ones (measured next to the mount on 2 cores;
+// see docs/PERFORMANCE.md).
 func readaheadChunk(w int64) int64 {
 	return min(max(w/4, minReadaheadChunk), maxReadaheadChunk)
 }

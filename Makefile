@@ -11,7 +11,7 @@ BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 # Tests find the pinned MinIO here (internal/miniotest); override to use another.
 export S3CRYPTFS_MINIO_BIN ?= $(TOOLS)/minio
 
-.PHONY: help build demo test test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
+.PHONY: help build demo test test-deps test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,8 +25,20 @@ demo: build ## create a vault in ./vault (asks a passphrase) and mount it on ./m
 	./bin/s3cryptfs mount vault mnt
 	@echo "mounted ./vault on ./mnt; unmount with: bin/s3cryptfs unmount mnt"
 
-test: build minio-bin ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
+test: build minio-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
 	$(GO) test -race -timeout 40m -count=1 ./...
+
+# Debian packages the tests run: fusermount3 (fuse3), fio, getfattr/setfattr
+# (attr). Installed with apt-get when missing and running as root; otherwise
+# the command to run is printed and the target fails.
+TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr
+test-deps: ## install the Debian packages the tests need (fuse3, fio, attr) if missing
+	@need=(); for p in $(TEST_PKGS); do command -v "$${p%%:*}" >/dev/null || need+=("$${p#*:}"); done; \
+	  if [ $${#need[@]} -eq 0 ]; then exit 0; fi; \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "missing test tools; install them with: sudo apt-get install $${need[*]}" >&2; exit 1; fi; \
+	  echo "installing $${need[*]} (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${need[@]}" >/dev/null
 
 test-short: ## unit tests only (no MinIO, no FUSE)
 	$(GO) test -short -count=1 ./...

@@ -68,6 +68,14 @@ func FuzzOpenHeader(f *testing.F) {
 	bad := bytes.Clone(good)
 	bad[hdrCommitmentOff] ^= 1
 	f.Add(bad)
+	bad = bytes.Clone(good)
+	bad[hdrV2ResOff] = 1
+	f.Add(bad)
+	legacy, err := k.newFileV1()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(legacy.Header())
 	f.Fuzz(func(t *testing.T, header []byte) {
 		got, err := k.OpenHeader(header)
 		if err != nil {

@@ -34,20 +34,29 @@ const (
 	labelKeyID       = "s3cryptfs v1 key id"
 	labelCommitment  = "s3cryptfs v1 key commitment"
 	labelKeyFileWrap = "s3cryptfs v1 key file wrap"
+	labelContentKey  = "s3cryptfs v2 content key"
+	labelDataKey     = "s3cryptfs v2 data key"
 )
 
-// Object header layout (docs/FORMAT.md, "Object header").
+// Object header layout (docs/FORMAT.md, "Object header"). Both versions are
+// HeaderSize bytes, so an object's plaintext size follows from its size
+// alone whatever version wrote it (a listing cannot tell them apart).
 const (
-	headerMagic      = "S3CF"
-	headerVersion    = 1
-	algAES256GCM     = 1 // AES-256-GCM, 12-byte random nonce, 16-byte tag
-	keyIDSize        = 16
-	fileIDSize       = 16
-	dataKeySize      = 32
-	hdrFileIDOff     = 8
-	hdrKeyIDOff      = 24
-	hdrNonceOff      = 40 // bytes [0,40) are the associated data of the data key wrap
-	hdrWrappedOff    = 52 // 32-byte wrapped data key + 16-byte tag
+	headerMagic   = "S3CF"
+	headerV1      = 1 // data key random, wrapped under the vault-wide header wrap key
+	headerV2      = 2 // data key derived from the vault's content key and a per-version salt
+	algAES256GCM  = 1 // AES-256-GCM, 12-byte random nonce, 16-byte tag
+	keyIDSize     = 16
+	fileIDSize    = 16
+	dataKeySize   = 32
+	hdrFileIDOff  = 8
+	hdrKeyIDOff   = 24
+	hdrNonceOff   = 40 // v1: bytes [0,40) are the associated data of the data key wrap
+	hdrWrappedOff = 52 // v1: 32-byte wrapped data key + 16-byte tag
+	hdrSaltOff    = 40 // v2: the version's random salt
+	hdrSaltSize      = 32
+	hdrV2ResOff   = 72 // v2: reserved, zero up to the commitment
+	// hdrCommitmentOff: both versions end in the key commitment.
 	hdrCommitmentOff = 100
 	commitmentSize   = 32
 )
@@ -58,7 +67,8 @@ type Keys struct {
 	layout     Layout
 	log2Block  uint8
 	keyID      [keyIDSize]byte
-	headerWrap aeadT // AES-256-GCM under the header-wrap subkey
+	headerWrap aeadT  // v1 headers: AES-256-GCM under the header-wrap subkey
+	contentKey []byte // v2 headers: HKDF input of every version's data key
 	commitKey  []byte
 	rand       io.Reader // crypto/rand.Reader except in tests that pin vectors
 }
@@ -76,10 +86,15 @@ func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive commitment key: %w", err)
 	}
+	contentKey, err := hkdf.Key(newHash, master, nil, labelContentKey, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive content key: %w", err)
+	}
 	k := &Keys{
 		layout:     NewLayout(blockSize),
 		log2Block:  blockSizeLog2(blockSize),
 		headerWrap: newGCM(wrapKey),
+		contentKey: contentKey,
 		commitKey:  commitKey,
 		rand:       rng,
 	}
@@ -90,8 +105,36 @@ func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
 // Layout is the offset arithmetic for objects of this vault.
 func (k *Keys) Layout() Layout { return k.layout }
 
-// NewFile picks a random file id and data key for a new object.
+// NewFile starts a new stored version of a file: a random file id and a
+// random salt, from which the version's own data key is derived (header
+// version 2). Every upload of a file calls it, so no two versions share a
+// key: no block of one version authenticates in another, unchanged blocks
+// are not byte-identical between versions, and no long-lived key seals
+// anything per version (nothing wears out a nonce budget vault-wide).
 func (k *Keys) NewFile() (*FileKey, error) {
+	f := &FileKey{layout: k.layout, rand: k.rand}
+	h := f.header[:]
+	k.headerPrefix(h, headerV2)
+	if _, err := io.ReadFull(k.rand, h[hdrFileIDOff:hdrKeyIDOff]); err != nil {
+		return nil, fmt.Errorf("cipher: new file: random id: %w", err)
+	}
+	if _, err := io.ReadFull(k.rand, h[hdrSaltOff:hdrSaltOff+hdrSaltSize]); err != nil {
+		return nil, fmt.Errorf("cipher: new file: random salt: %w", err)
+	}
+	dataKey, err := k.deriveDataKey(h)
+	if err != nil {
+		return nil, err
+	}
+	k.commitment(h[hdrCommitmentOff:hdrCommitmentOff], h[:hdrCommitmentOff], dataKey)
+	copy(f.id[:], h[hdrFileIDOff:])
+	f.init(dataKey)
+	return f, nil
+}
+
+// newFileV1 writes a version-1 header (random data key wrapped under the
+// vault-wide header wrap key). Nothing writes version 1 any more; tests use
+// it to prove that such objects stay readable and to pin its vectors.
+func (k *Keys) newFileV1() (*FileKey, error) {
 	f := &FileKey{layout: k.layout, rand: k.rand}
 	var dataKey [dataKeySize]byte
 	if _, err := io.ReadFull(k.rand, f.id[:]); err != nil {
@@ -101,10 +144,8 @@ func (k *Keys) NewFile() (*FileKey, error) {
 		return nil, fmt.Errorf("cipher: new file: random data key: %w", err)
 	}
 	h := f.header[:]
-	copy(h[0:4], headerMagic)
-	h[4], h[5], h[6], h[7] = headerVersion, algAES256GCM, k.log2Block, 0
+	k.headerPrefix(h, headerV1)
 	copy(h[hdrFileIDOff:], f.id[:])
-	copy(h[hdrKeyIDOff:], k.keyID[:])
 	if _, err := io.ReadFull(k.rand, h[hdrNonceOff:hdrWrappedOff]); err != nil {
 		return nil, fmt.Errorf("cipher: new file: random nonce: %w", err)
 	}
@@ -114,10 +155,33 @@ func (k *Keys) NewFile() (*FileKey, error) {
 	return f, nil
 }
 
+// headerPrefix fills the fields both versions share except the file id:
+// magic, version, algorithm, block size, reserved byte, key id.
+func (k *Keys) headerPrefix(h []byte, version byte) {
+	copy(h[0:4], headerMagic)
+	h[4], h[5], h[6], h[7] = version, algAES256GCM, k.log2Block, 0
+	copy(h[hdrKeyIDOff:], k.keyID[:])
+}
+
+// deriveDataKey is a version-2 header's data key:
+// HKDF(content key, salt, "s3cryptfs v2 data key" || header[0:40], 32). The
+// info binds format, block size, file id and key id, so a header edited in
+// any of them derives another key (and fails its commitment).
+func (k *Keys) deriveDataKey(h []byte) ([]byte, error) {
+	info := make([]byte, 0, len(labelDataKey)+hdrSaltOff)
+	info = append(append(info, labelDataKey...), h[:hdrSaltOff]...)
+	dk, err := hkdf.Key(newHash, k.contentKey, h[hdrSaltOff:hdrSaltOff+hdrSaltSize], string(info), dataKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("cipher: derive data key: %w", err)
+	}
+	return dk, nil
+}
+
 // commitment appends HMAC-SHA256(commitKey, header[0:100] || dataKey) to dst.
-// It commits the header (and so the wrap) to one master key and one data
-// key: AES-GCM alone is not key-committing, so without it a crafted header
-// could open under two different keys.
+// It commits the header to one master key and one data key: AES-GCM alone
+// is not key-committing, so without it a crafted header could open under
+// two different keys. For version 2 it is also the header's own MAC (the
+// salt and reserved bytes are authenticated by it, not by a wrap).
 func (k *Keys) commitment(dst, headerPrefix, dataKey []byte) []byte {
 	m := hmac.New(newHash, k.commitKey)
 	m.Write(headerPrefix)
@@ -125,9 +189,10 @@ func (k *Keys) commitment(dst, headerPrefix, dataKey []byte) []byte {
 	return m.Sum(dst)
 }
 
-// OpenHeader checks an object header and unwraps its data key. The header
-// must be exactly HeaderSize bytes. A header sealed under another master key
-// gives ErrWrongKey; anything else that does not check gives ErrCorrupt.
+// OpenHeader checks an object header (version 1 or 2) and recovers its
+// data key. The header must be exactly HeaderSize bytes. A header sealed
+// under another master key gives ErrWrongKey; anything else that does not
+// check gives ErrCorrupt.
 func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 	if len(header) != HeaderSize {
 		return nil, fmt.Errorf("cipher: header: length %d, want %d: %w", len(header), HeaderSize, ErrCorrupt)
@@ -135,7 +200,7 @@ func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 	switch {
 	case string(header[0:4]) != headerMagic:
 		return nil, fmt.Errorf("cipher: header: bad magic: %w", ErrCorrupt)
-	case header[4] != headerVersion:
+	case header[4] != headerV1 && header[4] != headerV2:
 		return nil, fmt.Errorf("cipher: header: unsupported version %d: %w", header[4], ErrCorrupt)
 	case header[5] != algAES256GCM:
 		return nil, fmt.Errorf("cipher: header: unknown algorithm %d: %w", header[5], ErrCorrupt)
@@ -143,24 +208,38 @@ func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 		return nil, fmt.Errorf("cipher: header: block size 2^%d, vault uses 2^%d: %w", header[6], k.log2Block, ErrCorrupt)
 	case header[7] != 0:
 		return nil, fmt.Errorf("cipher: header: reserved byte not zero: %w", ErrCorrupt)
-	case subtle.ConstantTimeCompare(header[hdrKeyIDOff:hdrNonceOff], k.keyID[:]) != 1:
+	case subtle.ConstantTimeCompare(header[hdrKeyIDOff:hdrKeyIDOff+keyIDSize], k.keyID[:]) != 1:
 		return nil, fmt.Errorf("cipher: header: sealed under another master key (key id %x): %w",
-			header[hdrKeyIDOff:hdrNonceOff], ErrWrongKey)
+			header[hdrKeyIDOff:hdrKeyIDOff+keyIDSize], ErrWrongKey)
 	}
-	var dataKey [dataKeySize]byte
-	if _, err := k.headerWrap.Open(dataKey[:0], header[hdrNonceOff:hdrWrappedOff],
-		header[hdrWrappedOff:hdrCommitmentOff], header[:hdrNonceOff]); err != nil {
-		return nil, fmt.Errorf("cipher: header: data key does not authenticate: %w", ErrCorrupt)
+	var dataKey []byte
+	if header[4] == headerV1 {
+		var dk [dataKeySize]byte
+		if _, err := k.headerWrap.Open(dk[:0], header[hdrNonceOff:hdrWrappedOff],
+			header[hdrWrappedOff:hdrCommitmentOff], header[:hdrNonceOff]); err != nil {
+			return nil, fmt.Errorf("cipher: header: data key does not authenticate: %w", ErrCorrupt)
+		}
+		dataKey = dk[:]
+	} else {
+		for _, b := range header[hdrV2ResOff:hdrCommitmentOff] {
+			if b != 0 {
+				return nil, fmt.Errorf("cipher: header: reserved bytes not zero: %w", ErrCorrupt)
+			}
+		}
+		var err error
+		if dataKey, err = k.deriveDataKey(header); err != nil {
+			return nil, err
+		}
 	}
 	var want [commitmentSize]byte
-	k.commitment(want[:0], header[:hdrCommitmentOff], dataKey[:])
+	k.commitment(want[:0], header[:hdrCommitmentOff], dataKey)
 	if subtle.ConstantTimeCompare(want[:], header[hdrCommitmentOff:]) != 1 {
 		return nil, fmt.Errorf("cipher: header: key commitment mismatch: %w", ErrCorrupt)
 	}
 	f := &FileKey{layout: k.layout, rand: k.rand}
 	copy(f.id[:], header[hdrFileIDOff:])
 	copy(f.header[:], header)
-	f.init(dataKey[:])
+	f.init(dataKey)
 	return f, nil
 }
 
@@ -186,13 +265,18 @@ const (
 func (f *FileKey) init(dataKey []byte) {
 	f.aead = newGCM(dataKey)
 	copy(f.adBase[:], f.id[:])
-	f.adBase[25] = headerVersion
+	f.adBase[25] = f.header[4] // the header's version
 	f.adBase[26] = algAES256GCM
 	f.adBase[27] = f.header[6]
 }
 
-// ID is the file's random 16-byte id, bound into every block.
+// ID is the random 16-byte id of this stored version, bound into every
+// block. (Version 1 writers kept one id for a file's whole life; version 2
+// picks a new one with every version.)
 func (f *FileKey) ID() [16]byte { return f.id }
+
+// Version is the header format version: 1 (legacy, read only) or 2.
+func (f *FileKey) Version() int { return int(f.header[4]) }
 
 // Header returns the exact header bytes (a fresh copy); the same FileKey
 // always gives the same header.

@@ -2,6 +2,7 @@ package cipher
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"testing"
 )
@@ -30,8 +31,23 @@ func failsToOpen(t *testing.T, k *Keys, obj []byte) bool {
 // object of 3 full blocks and a short one (4 KiB blocks): each change must
 // make the object fail to open.
 func TestEveryByteFlipFails(t *testing.T) {
+	for _, v := range headerVersions {
+		t.Run(v.name, func(t *testing.T) { everyByteFlipFails(t, v.newFile) })
+	}
+}
+
+// headerVersions are the writers of every header version a reader accepts.
+var headerVersions = []struct {
+	name    string
+	newFile func(*Keys) (*FileKey, error)
+}{
+	{"v1", (*Keys).newFileV1},
+	{"v2", (*Keys).NewFile},
+}
+
+func everyByteFlipFails(t *testing.T, newFile func(*Keys) (*FileKey, error)) {
 	k := testKeys(t, MinBlockSize)
-	fk, err := k.NewFile()
+	fk, err := newFile(k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +66,7 @@ func TestEveryByteFlipFails(t *testing.T) {
 		if err == nil {
 			t.Fatalf("flipping bit %d of byte %d went unnoticed", i%8, i)
 		}
-		if !errors.Is(err, ErrCorrupt) && !(errors.Is(err, ErrWrongKey) && i >= hdrKeyIDOff && i < hdrNonceOff) {
+		if !errors.Is(err, ErrCorrupt) && !(errors.Is(err, ErrWrongKey) && i >= hdrKeyIDOff && i < hdrKeyIDOff+keyIDSize) {
 			t.Fatalf("byte %d: error %v is neither ErrCorrupt nor (for the key id) ErrWrongKey", i, err)
 		}
 		mut[i] ^= mask
@@ -197,12 +213,13 @@ func TestWrongMasterKeyHeader(t *testing.T) {
 	}
 }
 
-// TestKeyCommitmentChecked re-wraps a header's data key correctly (as only
-// someone holding the master key could) but leaves the commitment of the
-// old key: OpenHeader must refuse it, proving the commitment is compared.
+// TestKeyCommitmentChecked re-wraps a version-1 header's data key correctly
+// (as only someone holding the master key could) but leaves the commitment
+// of the old key: OpenHeader must refuse it, proving the commitment is
+// compared.
 func TestKeyCommitmentChecked(t *testing.T) {
 	k := testKeys(t, MinBlockSize)
-	fk, _ := k.NewFile()
+	fk, _ := k.newFileV1()
 	h := fk.Header()
 	other := pattern(dataKeySize, 8)
 	k.headerWrap.Seal(h[hdrWrappedOff:hdrWrappedOff], h[hdrNonceOff:hdrWrappedOff], other, h[:hdrNonceOff])
@@ -212,6 +229,78 @@ func TestKeyCommitmentChecked(t *testing.T) {
 	k.commitment(h[hdrCommitmentOff:hdrCommitmentOff], h[:hdrCommitmentOff], other)
 	if _, err := k.OpenHeader(h); err != nil {
 		t.Fatalf("header with a matching commitment: %v", err)
+	}
+}
+
+// TestV2CommitmentAuthenticatesSalt: in a version-2 header nothing but the
+// commitment covers the salt. A changed salt with the old commitment is
+// refused; recomputing the commitment (which needs the master key) makes
+// it a valid header of another key, whose blocks the old ones are not.
+func TestV2CommitmentAuthenticatesSalt(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	fk, _ := k.NewFile()
+	sealed := fk.Seal(nil, pattern(10, 1), 0, true)
+	h := fk.Header()
+	h[hdrSaltOff] ^= 1
+	if _, err := k.OpenHeader(h); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("header with another salt and the old commitment: %v, want ErrCorrupt", err)
+	}
+	dk, err := k.deriveDataKey(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.commitment(h[hdrCommitmentOff:hdrCommitmentOff], h[:hdrCommitmentOff], dk)
+	fk2, err := k.OpenHeader(h)
+	if err != nil {
+		t.Fatalf("header with a matching commitment: %v", err)
+	}
+	if _, err := fk2.Open(nil, sealed, 0, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("block opened under a key derived from another salt: %v", err)
+	}
+	h[hdrV2ResOff] = 1
+	if _, err := k.OpenHeader(h); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("nonzero reserved byte: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestEveryVersionHasItsOwnKey is the property the header exists for: two
+// versions of one file (even with the same file id) share no key, so a
+// block of one never authenticates in the other at the same index, and the
+// same plaintext seals to unrelated bytes. Version 1's behaviour (one data
+// key for a file's life) is shown for contrast.
+func TestEveryVersionHasItsOwnKey(t *testing.T) {
+	k := testKeys(t, MinBlockSize)
+	id := pattern(fileIDSize, 3)
+	k.rand = &script{chunks: [][]byte{id, pattern(hdrSaltSize, 4), id, pattern(hdrSaltSize, 5)}}
+	v1, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.rand, v1.rand, v2.rand = rand.Reader, rand.Reader, rand.Reader
+	if v1.ID() != v2.ID() {
+		t.Fatal("script did not pin the file id")
+	}
+	plain := pattern(MinBlockSize, 6)
+	for _, final := range []bool{false, true} {
+		b1 := v1.Seal(nil, plain, 2, final)
+		if _, err := v2.Open(nil, b1, 2, final); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("block of version 1 (final %v) opened in version 2: %v", final, err)
+		}
+		if _, err := v1.Open(nil, b1, 2, final); err != nil {
+			t.Fatalf("own block: %v", err)
+		}
+	}
+	// The same salt and id give the same key (the reader can derive it).
+	again, err := k.OpenHeader(v2.Header())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Open(nil, v2.Seal(nil, plain, 0, false), 0, false); err != nil {
+		t.Fatalf("key derived from the header differs from the writer's: %v", err)
 	}
 }
 
@@ -249,6 +338,8 @@ func TestSealMisusePanics(t *testing.T) {
 
 // TestFileIDIsBound isolates the file id in the associated data: two files
 // that (against all odds) share a data key still refuse each other's blocks.
+// Only version 1 headers can share a data key (version 2 derives it from
+// the file id, among others), so the test builds two of those.
 func TestFileIDIsBound(t *testing.T) {
 	k := testKeys(t, MinBlockSize)
 	dataKey := pattern(dataKeySize, 1)
@@ -258,11 +349,11 @@ func TestFileIDIsBound(t *testing.T) {
 		pattern(fileIDSize, 4), dataKey, nonce,
 		pattern(NonceSize, 5),
 	}}
-	fa, err := k.NewFile()
+	fa, err := k.newFileV1()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fb, err := k.NewFile()
+	fb, err := k.newFileV1()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,13 +162,14 @@ func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
 		t.Fatal("Keys derived other subkeys than the vector computation")
 	}
 
-	// One file key; objects A (empty), B (13 bytes), C (4101 bytes) share it.
+	// Version 1: one file key; objects A (empty), B (13 bytes), C (4101
+	// bytes) share it.
 	k.rand = &script{chunks: [][]byte{
 		get("file id"), get("data key"), get("header nonce"),
 		get("object a block 0 nonce"), get("object b block 0 nonce"),
 		get("object c block 0 nonce"), get("object c block 1 nonce"),
 	}}
-	fk, err := k.NewFile()
+	fk, err := k.newFileV1()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +196,46 @@ func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
 	}
 	if got, err := openAll(k, objC); err != nil || !bytes.Equal(got, pc) {
 		t.Fatalf("object c does not open: %v", err)
+	}
+
+	// Version 2: object D (13 bytes) and object E (4101 bytes), each a
+	// version of its own (one header each, as real writers do).
+	if out["content key"], err = hkdf.Key(newHash, master, nil, labelContentKey, 32); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out["content key"], k.contentKey) {
+		t.Fatal("Keys derived another content key than the vector computation")
+	}
+	k.rand = &script{chunks: [][]byte{
+		get("object d file id"), get("object d salt"), get("object d block 0 nonce"),
+		get("object e file id"), get("object e salt"),
+		get("object e block 0 nonce"), get("object e block 1 nonce"),
+	}}
+	fd, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd := fd.Header()
+	out["object d header"] = hd
+	if out["object d data key"], err = k.deriveDataKey(hd); err != nil {
+		t.Fatal(err)
+	}
+	out["object d"] = fd.Seal(bytes.Clone(hd), get("object b plaintext"), 0, true)
+	fe, err := k.NewFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objE := fe.Seal(fe.Header(), pc[:bs], 0, false)
+	objE = fe.Seal(objE, pc[bs:], 1, true)
+	out["object e header"] = objE[:HeaderSize]
+	out["object e block 1"] = objE[HeaderSize+bs+BlockOverhead:]
+	sumE := sha256.Sum256(objE)
+	out["object e sha256"] = sumE[:]
+	if got, err := openAll(k, out["object d"]); err != nil || !bytes.Equal(got, get("object b plaintext")) {
+		t.Fatalf("object d does not open: %v", err)
+	}
+	if got, err := openAll(k, objE); err != nil || !bytes.Equal(got, pc) {
+		t.Fatalf("object e does not open: %v", err)
 	}
 	return out
 }

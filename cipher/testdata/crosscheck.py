@@ -85,6 +85,30 @@ def main(path):
     assert len(objc) == 4289
     out["object c block 1"], out["object c sha256"] = b1, hashlib.sha256(objc).digest()
 
+    # Version 2: the data key is derived from the content key and the salt.
+    content = out["content key"] = hkdf(master, b"", "s3cryptfs v2 content key", 32)
+
+    def v2_object(name, blocks):
+        fid2, salt = v[f"object {name} file id"], v[f"object {name} salt"]
+        h2 = b"S3CF" + bytes([2, 1, 12, 0]) + fid2 + kid + salt + bytes(28)
+        assert len(h2) == 100
+        dk2 = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
+                   info=b"s3cryptfs v2 data key" + h2[:40]).derive(content)
+        h2 += hmac.new(ck, h2 + dk2, hashlib.sha256).digest()
+        obj = h2
+        for i, (pt, final) in enumerate(blocks):
+            nonce = v[f"object {name} block {i} nonce"]
+            ad = fid2 + struct.pack(">QBBBB", i, 1 if final else 0, 2, 1, 12)
+            obj += nonce + gcm_seal(dk2, nonce, pt, ad)
+        return h2, dk2, obj
+
+    hd, dkd, objd = v2_object("d", [(v["object b plaintext"], True)])
+    out["object d header"], out["object d data key"], out["object d"] = hd, dkd, objd
+    he, _, obje = v2_object("e", [(pc[:4096], False), (pc[4096:], True)])
+    assert len(obje) == 4289
+    out["object e header"], out["object e block 1"] = he, obje[132 + 4096 + 28:]
+    out["object e sha256"] = hashlib.sha256(obje).digest()
+
     bad = [k for k in out if v.get(k) != out[k]]
     for k in bad:
         print(f"MISMATCH {k}:\n doc      {v.get(k, b'').hex()}\n computed {out[k].hex()}")

@@ -54,7 +54,7 @@ const (
 	hdrNonceOff   = 40 // v1: bytes [0,40) are the associated data of the data key wrap
 	hdrWrappedOff = 52 // v1: 32-byte wrapped data key + 16-byte tag
 	hdrSaltOff    = 40 // v2: the version's random salt
-	hdrSaltSize      = 32
+	hdrSaltSize   = 32
 	hdrV2ResOff   = 72 // v2: reserved, zero up to the commitment
 	// hdrCommitmentOff: both versions end in the key commitment.
 	hdrCommitmentOff = 100

@@ -39,7 +39,7 @@ const (
 	minReadaheadChunk = 1 << 20   // bytes per readahead GET, at least ...
 	maxReadaheadChunk = 8 << 20   // ... and at most (window/4 in between)
 	readaheadPar      = 4         // readahead GETs in flight per handle
-	maxCopyRange      = 64 << 20  // bytes per GET when a rewrite copies sealed blocks verbatim
+	maxResealRange    = 64 << 20  // bytes per GET when a rewrite re-encrypts untouched blocks
 
 	// streamReplay is how much of a streaming upload stays in dirty (memory,
 	// or the spool under memory pressure) so that a failed upload can be

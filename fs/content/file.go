@@ -63,7 +63,6 @@ type File struct {
 	pinMeta   bool
 	base      version // the stored object this state builds on
 	baseValid int64   // base bytes below this are still file content
-	wcodec    codec   // codec of the next version (nil until needed)
 	size      int64
 	dirty     map[uint64]*dblock
 	modified  bool // content differs from base (or never stored)
@@ -333,7 +332,6 @@ func (f *File) Refresh(info backend.ObjectInfo) {
 		f.base.codec = plainCodec{id: "p:" + f.key}
 	}
 	f.baseValid, f.size = size, size
-	f.wcodec = nil
 	f.meta = maps.Clone(info.Metadata)
 	f.seqFromZero = size == 0
 }
@@ -373,11 +371,14 @@ func (f *File) loadHeader(ctx context.Context, v version, withBlock0 bool) error
 	if err != nil {
 		return fmt.Errorf("content: read header of %q: %w", v.info.Key, err)
 	}
-	data, err := io.ReadAll(rc)
+	// Exactly the bytes asked for, never what a server might send beyond.
+	data := make([]byte, min(n, v.info.Size))
+	got, err := io.ReadFull(rc, data)
 	rc.Close()
-	if err != nil {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("content: read header of %q: %w", v.info.Key, err)
 	}
+	data = data[:got]
 	if int64(len(data)) < e.hdr {
 		err := fmt.Errorf("content: header of %q: object too short: %w", v.info.Key, cipher.ErrCorrupt)
 		e.logCorrupt(v.info.Key, v.info.ETag, -1, err)

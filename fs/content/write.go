@@ -306,7 +306,7 @@ var (
 
 // startStream starts the background Put and sends the header. wmu held.
 func (f *File) startStream(ctx context.Context) error {
-	c, err := f.writeCodec(ctx)
+	c, err := f.e.newCodec(f.Key())
 	if err != nil {
 		return err
 	}
@@ -469,37 +469,6 @@ func (f *File) abortStream(why string) {
 		f.mu.Unlock()
 	}
 	f.e.log.Debug("streaming upload aborted", "key", st.key, "why", why)
-}
-
-// writeCodec returns the codec of the next version: the base's (same file
-// id and data key, so untouched sealed blocks can be copied verbatim) if
-// any base data is still needed, else a fresh one. wmu held.
-func (f *File) writeCodec(ctx context.Context) (codec, error) {
-	f.mu.Lock()
-	c, needBase := f.wcodec, f.base.exists && f.baseValid > 0
-	key, baseCodec := f.key, f.base.codec
-	f.mu.Unlock()
-	if c != nil {
-		return c, nil
-	}
-	if needBase {
-		v, err := f.baseSnapshot(ctx)
-		if err != nil {
-			return nil, err
-		}
-		c = v.codec
-	} else if baseCodec != nil {
-		c = baseCodec
-	} else {
-		var err error
-		if c, err = f.e.newCodec(key); err != nil {
-			return nil, err
-		}
-	}
-	f.mu.Lock()
-	f.wcodec = c
-	f.mu.Unlock()
-	return c, nil
 }
 
 // Sync makes everything written so far durable in the store with the given
@@ -688,10 +657,16 @@ func (f *File) knownMeta(ctx context.Context) (map[string]string, error) {
 	return meta, nil
 }
 
-// rewrite uploads the whole file as a new object. wmu held.
+// rewrite uploads the whole file as a new object, a new version under a
+// key of its own (Engine.newCodec): every block is sealed anew, those the
+// file did not change too, after they were authenticated under the base
+// version's key. So no block of an earlier version can authenticate in the
+// new one, unchanged blocks do not show as unchanged ciphertext, and a
+// tampered base block fails the sync (nothing is stored) instead of being
+// carried into the new version. wmu held.
 func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.ObjectInfo, error) {
 	e := f.e
-	c, err := f.writeCodec(ctx)
+	c, err := e.newCodec(f.Key())
 	if err != nil {
 		return backend.ObjectInfo{}, err
 	}
@@ -703,22 +678,22 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 	f.mu.Lock()
 	key, size, v, valid := f.key, f.size, f.base, f.baseValid
 	f.mu.Unlock()
-	if valid > 0 && v.codec != c {
-		panic("BUG: content: rewrite with a codec other than the base's")
+	if valid > 0 {
+		if v, err = f.baseSnapshot(ctx); err != nil {
+			return backend.ObjectInfo{}, err
+		}
 	}
 
 	count := e.blockCount(size)
-	baseCount := e.blockCount(v.size)
-	// verbatim: block i can be copied sealed as it is from the base: full
-	// and non-final in both, untouched. (Later: UploadPartCopy for long
-	// runs of these, so they never travel through this machine.)
-	verbatim := func(i uint64) bool {
+	// fromBase: block i is the base's block, untouched (its bytes below
+	// valid are content; the rest of it, if any, is zeros).
+	fromBase := func(i uint64) bool {
 		f.mu.Lock()
 		_, dirty := f.dirty[i]
 		f.mu.Unlock()
-		return !dirty && int64(i+1)*e.bs <= valid && i+1 < baseCount && i+1 < count
+		return !dirty && int64(i)*e.bs < valid
 	}
-	var copied []uint64
+	var cached []uint64 // base blocks the cache held: their plaintext moves to the new version
 
 	pr, pw := io.Pipe()
 	produced := make(chan error, 1)
@@ -728,17 +703,16 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 				return err
 			}
 			for i := uint64(0); i < count; {
-				if verbatim(i) {
+				if fromBase(i) {
 					j := i + 1
-					for j < count && verbatim(j) && e.blockOff(j+1)-e.blockOff(i) <= maxCopyRange {
+					for j < count && fromBase(j) && e.blockOff(j+1)-e.blockOff(i) <= maxResealRange {
 						j++
 					}
-					if err := f.copyRange(ctx, v, i, j, pw); err != nil {
+					hit, err := f.reseal(ctx, v, resealRange{i, j, valid, size, count}, c, pw)
+					if err != nil {
 						return err
 					}
-					for k := i; k < j; k++ {
-						copied = append(copied, k)
-					}
+					cached = append(cached, hit...)
 					i = j
 					continue
 				}
@@ -768,35 +742,90 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 	if info.Metadata == nil {
 		info.Metadata = meta
 	}
-	// Write-through: verbatim blocks keep their plaintext under the new ETag.
-	if v.exists && v.codec != nil {
-		for _, i := range copied {
-			if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
-				e.cache.Set(cache.Key{File: c.cacheID(), Version: info.ETag, Block: i}, b)
-			}
+	// Write-through: cached untouched blocks keep their plaintext under the
+	// new version.
+	for _, i := range cached {
+		if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
+			e.cache.Set(cache.Key{File: c.cacheID(), Version: info.ETag, Block: i}, b)
 		}
 	}
 	f.commit(info, c)
 	return info, nil
 }
 
-// copyRange copies sealed blocks [i, j) of base v into w.
-func (f *File) copyRange(ctx context.Context, v version, i, j uint64, w io.Writer) error {
+// resealRange is a run [first, end) of untouched base blocks that a
+// rewrite re-encrypts: base content below valid, a new file of size bytes
+// and count blocks.
+type resealRange struct {
+	first, end  uint64
+	valid, size int64
+	count       uint64
+}
+
+// reseal writes base blocks r.first..r.end-1 to w, sealed with c: each is
+// opened (authenticated) with the base's key, cut at r.valid, padded with
+// zeros to its length in the new file, and sealed with the new version's
+// position (the final flag may move). Blocks in the cache are taken from
+// there (and returned, for write-through); the others come from one ranged
+// GET per run, one sealed block at a time, not cached (a rewrite of a large
+// file would otherwise flush the cache for blocks nobody asked to read).
+func (f *File) reseal(ctx context.Context, v version, r resealRange, c codec, w io.Writer) (hits []uint64, err error) {
 	e := f.e
-	off, n := e.blockOff(i), e.blockOff(j)-e.blockOff(i)
-	rc, err := e.store.Get(ctx, v.info.Key, off, n, backend.GetOptions{IfMatch: v.info.ETag})
-	if err != nil {
-		return fmt.Errorf("copy blocks %d-%d of %q: %w", i, j-1, v.info.Key, err)
+	baseCount := e.blockCount(v.size)
+	// w is a pipe: Write returns once the reader has taken everything, so
+	// one plaintext and one sealed buffer serve every block.
+	buf, out := make([]byte, e.bs), make([]byte, 0, e.bs+e.overhead)
+	put := func(i uint64, plain []byte) error {
+		b := buf[:e.blockLen(i, r.size)]
+		copyBlock(b, plain[:min(int64(len(plain)), max(r.valid-int64(i)*e.bs, 0))], 0)
+		out = c.seal(out[:0], b, i, i == r.count-1)
+		_, err := w.Write(out)
+		return err
 	}
-	defer rc.Close()
-	got, err := io.Copy(w, rc)
-	if err == nil && got != n {
-		err = fmt.Errorf("short read: %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
+	for i := r.first; i < r.end; {
+		if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
+			if err := put(i, b); err != nil {
+				return hits, err
+			}
+			hits = append(hits, i)
+			i++
+			continue
+		}
+		j := i + 1
+		for j < r.end {
+			if _, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: j}); ok {
+				break
+			}
+			j++
+		}
+		off, end := e.blockOff(i), min(e.blockOff(j), v.info.Size)
+		rc, err := e.store.Get(ctx, v.info.Key, off, end-off, backend.GetOptions{IfMatch: v.info.ETag})
+		if err != nil {
+			return hits, fmt.Errorf("read blocks %d-%d of %q: %w", i, j-1, v.info.Key, err)
+		}
+		sealed := make([]byte, 0, e.bs+e.overhead)
+		plain := make([]byte, 0, e.bs)
+		for k := i; k < j; k++ {
+			s := sealed[:min(e.bs+e.overhead, end-e.blockOff(k))]
+			if _, err := io.ReadFull(rc, s); err != nil {
+				rc.Close()
+				return hits, fmt.Errorf("read block %d of %q: %w", k, v.info.Key, err)
+			}
+			p, err := v.codec.open(plain[:0], s, k, k == baseCount-1)
+			if err != nil {
+				rc.Close()
+				e.logCorrupt(v.info.Key, v.info.ETag, int64(k), err)
+				return hits, fmt.Errorf("read block %d of %q: %w", k, v.info.Key, err)
+			}
+			if err := put(k, p); err != nil {
+				rc.Close()
+				return hits, err
+			}
+		}
+		rc.Close()
+		i = j
 	}
-	if err != nil {
-		return fmt.Errorf("copy blocks %d-%d of %q: %w", i, j-1, v.info.Key, err)
-	}
-	return nil
+	return hits, nil
 }
 
 // blockForUpload returns the plaintext of block i (exact length under size)
@@ -851,7 +880,6 @@ func (f *File) commit(info backend.ObjectInfo, c codec) {
 	f.base = version{exists: true, info: info, size: f.size, codec: c, content: info.ETag}
 	f.base.info.Key = f.key
 	f.baseValid = f.size
-	f.wcodec = c
 	f.meta = maps.Clone(info.Metadata)
 	f.modified = false
 	f.seqFromZero = f.size == 0

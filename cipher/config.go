@@ -169,7 +169,7 @@ func checkKDF(p KDFParams, allowWeak bool) error {
 	// an expensive KDF, and the parameters are plain numbers until then.
 	if p.Time > maxKDF.Time || p.MemoryKiB > maxKDF.MemoryKiB || p.Threads > maxKDF.Threads ||
 		uint64(p.MemoryKiB)*uint64(p.Time) > maxKDFWork {
-		return fmt.Errorf("argon2id time %d, memory %d KiB, threads %d: above the cap (time %d, memory %d KiB, threads %d, memory x time %d KiB), refused before running the KDF: %w",
+		return fmt.Errorf("argon2id time %d, memory %d KiB, threads %d: above the cap (time %d, memory %d KiB, threads %d, memory x time %d KiB x passes), refused before running the KDF: %w",
 			p.Time, p.MemoryKiB, p.Threads, maxKDF.Time, maxKDF.MemoryKiB, maxKDF.Threads, maxKDFWork, ErrKDFTooCostly)
 	}
 	if p.Time == 0 || p.Threads == 0 || p.MemoryKiB < 8*uint32(p.Threads) {

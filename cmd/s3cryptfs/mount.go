@@ -489,6 +489,9 @@ func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys,
 		return nil, fmt.Errorf("read the vault config: %w", err)
 	}
 	cfg, err := cipher.ParseConfig(data)
+	if errors.Is(err, cipher.ErrKDFTooCostly) {
+		return nil, fmt.Errorf("vault config: %w; s3cryptfs never writes such a config: has %s been tampered with?", err, fs.ConfigKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("vault config: %w", err)
 	}

@@ -66,9 +66,10 @@ func MinimumKDF() KDFParams { return minKDF }
 // spin for minutes. The cap is far above what init writes (DefaultKDF: 64
 // MiB x 3 passes, under a second) yet bounded: at most 1 GiB, 16 passes,
 // 16 lanes, and memory x passes at most 4 GiB (e.g. 1 GiB x 4 or 256 MiB x
-// 16): 21 times the default's work, about 15 seconds on a loaded 2-vCPU
-// machine where 64 MiB x 17 passes took 3.5 s. Anything above is refused
-// with ErrKDFTooCostly, when read and when created.
+// 16): 21 times the default's work, 15 to 20 seconds on a loaded 2-vCPU
+// machine where 256 MiB x 4 passes took 3.8 s with 4 lanes, 4.3 s with
+// one. Anything above is refused with ErrKDFTooCostly, when read and when
+// created.
 var maxKDF = KDFParams{Time: 16, MemoryKiB: 1 << 20, Threads: 16}
 
 // maxKDFWork caps MemoryKiB x Time (KiB x passes): 4 GiB of memory passes.

@@ -59,9 +59,21 @@ var minKDF = KDFParams{Time: 2, MemoryKiB: 32 << 10, Threads: 1}
 // AllowWeakKDFForTests because the vault is opened in another process.
 func MinimumKDF() KDFParams { return minKDF }
 
-// maxKDF bounds parameters read from storage: a config asking for more is
-// corrupt, not merely expensive, and must not make Unlock allocate terabytes.
-var maxKDF = KDFParams{Time: 64, MemoryKiB: 4 << 20, Threads: 64}
+// maxKDF caps what a config may make Unlock spend, checked before Argon2id
+// runs: the config is not authenticated until the KDF's output opens the
+// wrap, so anyone who can write it (the bucket's other users, a thief of
+// the credentials) could otherwise make every mount allocate gigabytes and
+// spin for minutes. The cap is far above what init writes (DefaultKDF: 64
+// MiB x 3 passes, under a second) yet bounded: at most 1 GiB, 16 passes,
+// 16 lanes, and memory x passes at most 4 GiB (e.g. 1 GiB x 4 or 256 MiB x
+// 16): 21 times the default's work, 15 to 20 seconds on a loaded 2-vCPU
+// machine where 256 MiB x 4 passes took 3.8 s with 4 lanes, 4.3 s with
+// one. Anything above is refused with ErrKDFTooCostly, when read and when
+// created.
+var maxKDF = KDFParams{Time: 16, MemoryKiB: 1 << 20, Threads: 16}
+
+// maxKDFWork caps MemoryKiB x Time (KiB x passes): 4 GiB of memory passes.
+const maxKDFWork = 4 << 20
 
 // weakKDFAllowed > 0 lets NewConfig and ParseConfig accept parameters below
 // minKDF. Only AllowWeakKDFForTests changes it.
@@ -154,8 +166,12 @@ func newConfig(rng io.Reader, secret []byte, opts ConfigOptions, allowWeak bool)
 }
 
 func checkKDF(p KDFParams, allowWeak bool) error {
-	if p.Time > maxKDF.Time || p.MemoryKiB > maxKDF.MemoryKiB || p.Threads > maxKDF.Threads {
-		return fmt.Errorf("argon2id parameters %+v above the maximum %+v: %w", p, maxKDF, ErrCorrupt)
+	// The cap comes first: it is what keeps a forged config from running
+	// an expensive KDF, and the parameters are plain numbers until then.
+	if p.Time > maxKDF.Time || p.MemoryKiB > maxKDF.MemoryKiB || p.Threads > maxKDF.Threads ||
+		uint64(p.MemoryKiB)*uint64(p.Time) > maxKDFWork {
+		return fmt.Errorf("argon2id time %d, memory %d KiB, threads %d: above the cap (time %d, memory %d KiB, threads %d, memory x time %d KiB x passes), refused before running the KDF: %w",
+			p.Time, p.MemoryKiB, p.Threads, maxKDF.Time, maxKDF.MemoryKiB, maxKDF.Threads, maxKDFWork, ErrKDFTooCostly)
 	}
 	if p.Time == 0 || p.Threads == 0 || p.MemoryKiB < 8*uint32(p.Threads) {
 		// Argon2 itself requires t >= 1, p >= 1, m >= 8p.
@@ -232,7 +248,8 @@ func (c *Config) BlockSize() int { return 1 << c.log2Block }
 // ParseConfig checks and decodes a stored config. It needs no secret: the
 // checksum tells accidental corruption (ErrCorrupt) apart from a wrong
 // secret later (ErrWrongKey from Unlock). Parameters below minKDF give
-// ErrWeakKDF.
+// ErrWeakKDF, above maxKDF ErrKDFTooCostly: both are checked here, before
+// Unlock runs any KDF.
 func ParseConfig(data []byte) (*Config, error) {
 	return parseConfig(data, weakKDFAllowed.Load() > 0)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 var testPass = []byte("correct horse battery staple")
@@ -179,14 +180,71 @@ func TestWeakKDFRefused(t *testing.T) {
 	for _, p := range []KDFParams{
 		{Time: 0, MemoryKiB: 1 << 16, Threads: 1},
 		{Time: 3, MemoryKiB: 1 << 16, Threads: 0},
-		{Time: 3, MemoryKiB: 1 << 30, Threads: 1}, // 1 TiB: absurd, not just slow
-		{Time: 1 << 20, MemoryKiB: 1 << 16, Threads: 1},
-		{Time: 3, MemoryKiB: 1 << 16, Threads: 200},
+		{Time: 3, MemoryKiB: 8*4 - 1, Threads: 4}, // Argon2 needs 8 KiB per lane
 	} {
 		m.kdf = p
 		if _, err := parseConfig(m.Marshal(), true); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("%+v: %v, want ErrCorrupt", p, err)
 		}
+	}
+}
+
+// TestKDFCapRefusedBeforeKDF forges configs (valid checksum, as anyone with
+// write access to the store can) asking for Argon2id costs above the cap:
+// opening one the way mount does (ParseConfig, then Unlock) must fail with
+// ErrKDFTooCostly in well under a second, i.e. before Argon2id runs (each
+// of these would take seconds to minutes and up to 4 GiB if it ran).
+// NewConfig refuses the same parameters, also before the KDF.
+func TestKDFCapRefusedBeforeKDF(t *testing.T) {
+	c, _ := newTestConfig(t, ConfigOptions{}, testPass)
+	open := func(data []byte) error {
+		pc, err := ParseConfig(data) // exported path, no test knob
+		if err != nil {
+			return err
+		}
+		_, err = pc.Unlock(testPass)
+		return err
+	}
+	for _, p := range []KDFParams{
+		{Time: 64, MemoryKiB: 4 << 20, Threads: 64}, // the old bound: 4 GiB, 64 passes
+		{Time: 3, MemoryKiB: 1<<20 + 8, Threads: 4}, // memory over 1 GiB
+		{Time: 17, MemoryKiB: 64 << 10, Threads: 4}, // passes over 16
+		{Time: 3, MemoryKiB: 64 << 10, Threads: 17},
+		{Time: 5, MemoryKiB: 1 << 20, Threads: 16},   // each axis in range, work 5 GiB
+		{Time: 16, MemoryKiB: 512 << 10, Threads: 4}, // work 8 GiB
+		{Time: 0xffffffff, MemoryKiB: 0xffffffff, Threads: 255},
+	} {
+		m := *c
+		m.kdf = p
+		start := time.Now()
+		err := open(m.Marshal())
+		if el := time.Since(start); !errors.Is(err, ErrKDFTooCostly) || el >= time.Second {
+			t.Fatalf("forged config %+v: %v after %v, want ErrKDFTooCostly in under 1s", p, err, el)
+		}
+		if !strings.Contains(err.Error(), "above the cap") {
+			t.Fatalf("message does not say why: %v", err)
+		}
+		start = time.Now()
+		_, _, err = NewConfig(testPass, ConfigOptions{KDF: p})
+		if el := time.Since(start); !errors.Is(err, ErrKDFTooCostly) || el >= time.Second {
+			t.Fatalf("NewConfig %+v: %v after %v, want ErrKDFTooCostly in under 1s", p, err, el)
+		}
+	}
+	// The edges of the cap are accepted (parsed only: running them would
+	// take seconds).
+	for _, p := range []KDFParams{
+		{Time: 4, MemoryKiB: 1 << 20, Threads: 16},
+		{Time: 16, MemoryKiB: 256 << 10, Threads: 16},
+		DefaultKDF,
+	} {
+		m := *c
+		m.kdf = p
+		if _, err := ParseConfig(m.Marshal()); err != nil {
+			t.Fatalf("%+v at the cap refused: %v", p, err)
+		}
+	}
+	if uint64(DefaultKDF.MemoryKiB)*uint64(DefaultKDF.Time)*16 > maxKDFWork {
+		t.Fatalf("the cap (%d KiB x passes) leaves less than 16x the default's work", maxKDFWork)
 	}
 }
 

@@ -13,8 +13,10 @@
 // Errors: ErrCorrupt for anything that fails authentication or has an
 // impossible layout, ErrWrongKey when the secret (or master key) is not the
 // one the data was sealed under, ErrWeakKDF for configs that ask for a
-// password hash cheaper than the enforced minimum. Callers test them with
-// errors.Is; the wrapped messages say where (which block, which field).
+// password hash cheaper than the enforced minimum, ErrKDFTooCostly for
+// configs that ask for one costlier than the enforced cap. Callers test
+// them with errors.Is; the wrapped messages say where (which block, which
+// field).
 package cipher
 
 import "errors"
@@ -34,4 +36,10 @@ var (
 	// otherwise downgrade the password hash that the next passphrase change
 	// would inherit.
 	ErrWeakKDF = errors.New("KDF parameters below the enforced minimum")
+	// ErrKDFTooCostly means a config asks for Argon2id parameters above the
+	// enforced cap. The KDF runs before anything in the config is
+	// authenticated, so without the cap a forged config could make every
+	// unlock allocate gigabytes and run for minutes; it is refused before
+	// the KDF runs.
+	ErrKDFTooCostly = errors.New("KDF parameters above the enforced maximum")
 )

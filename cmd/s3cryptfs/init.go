@@ -21,7 +21,9 @@ func cmdInit(args []string) error {
 	var sec secretFlags
 	sf.register(fset)
 	fset.StringVar(&sec.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
-	fset.StringVar(&sec.keyFile, "key-file", "", "use a 32-byte key file (raw, base64 or hex) instead of a passphrase")
+	fset.StringVar(&sec.keyFile, "key-file", "", "use a key file (32 bytes as 64 hex digits or base64, mode 0600) instead of a passphrase")
+	var newKeyFile string
+	fset.StringVar(&newKeyFile, "new-key-file", "", "create this key file (a new random key in base64, mode 0600; never overwrites) and use it instead of a passphrase")
 	blockSize := byteSize(cipher.DefaultBlockSize)
 	fset.Var(&blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
 	pos, err := parseInterspersed(fset, args)
@@ -37,6 +39,9 @@ func cmdInit(args []string) error {
 	}
 	if err := sec.validate(); err != nil {
 		return err
+	}
+	if newKeyFile != "" && (sec.keyFile != "" || sec.passphraseFile != "") {
+		return usagef("--new-key-file excludes --key-file and --passphrase-file")
 	}
 	if !isS3(spec) {
 		// A new local vault may name a directory that does not exist yet.
@@ -55,18 +60,35 @@ func cmdInit(args []string) error {
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return fmt.Errorf("check for an existing vault config: %w", err)
 	}
-	s, err := sec.read(true)
-	if err != nil {
+	var s secret
+	if newKeyFile != "" {
+		// Written and synced before the vault exists, so that a vault is
+		// never stored whose key did not reach the disk.
+		k, err := writeNewKeyFile(newKeyFile)
+		if err != nil {
+			return err
+		}
+		s = secret{b: k, keyFile: true}
+	} else if s, err = sec.read(true); err != nil {
 		return err
 	}
 	cfg, _, err := cipher.NewConfig(s.b, cipher.ConfigOptions{BlockSize: int(blockSize), KeyFile: s.keyFile})
+	if err == nil {
+		data := cfg.Marshal()
+		if _, err = st.Put(ctx, fs.ConfigKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+			err = fmt.Errorf("store the vault config: %w", err)
+		}
+	}
 	if err != nil {
+		if newKeyFile != "" {
+			// Kept: a failed Put may still have stored the config.
+			return fmt.Errorf("%w (the new key file %s was kept: retry with --key-file %s, or delete it)", err, newKeyFile, newKeyFile)
+		}
 		return err
 	}
-	data := cfg.Marshal()
-	if _, err := st.Put(ctx, fs.ConfigKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-		return fmt.Errorf("store the vault config: %w", err)
-	}
 	fmt.Printf("created vault in %s (block size %d)\n", spec, cfg.BlockSize())
+	if newKeyFile != "" {
+		fmt.Printf("key file %s: the vault cannot be opened without it; keep a copy somewhere safe\n", newKeyFile)
+	}
 	return nil
 }

@@ -45,6 +45,7 @@ type mountFlags struct {
 	attrTTL    time.Duration
 	maxDirty   byteSize
 	spoolDir   string
+	fuseDebug  bool
 
 	// Set by the daemonizing parent for its re-executed child only.
 	readyFD  int
@@ -55,20 +56,21 @@ func (m *mountFlags) flagSet() *flag.FlagSet {
 	fset := newFlagSet("mount", "mount [options] STORE MOUNTPOINT")
 	m.store.register(fset)
 	fset.StringVar(&m.secret.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
-	fset.StringVar(&m.secret.keyFile, "key-file", "", "unlock with a 32-byte key file (raw, base64 or hex)")
+	fset.StringVar(&m.secret.keyFile, "key-file", "", "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
 	fset.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
 	m.cacheSize = 256 << 20
 	fset.Var(&m.cacheSize, "cache-size", "memory for decrypted blocks, e.g. 512MiB, 1G")
 	fset.BoolVar(&m.readOnly, "read-only", false, "mount read-only (every change fails with EROFS)")
 	fset.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (kernel permission checks on)")
 	fset.StringVar(&m.logLevel, "log-level", "info", "debug, info, warn or error")
-	fset.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: $XDG_RUNTIME_DIR or /tmp, s3cryptfs-<mountpoint>.log)")
+	fset.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: s3cryptfs-<mountpoint>.log in $XDG_RUNTIME_DIR, else in $XDG_STATE_HOME/s3cryptfs or ~/.local/state/s3cryptfs)")
 	fset.BoolVar(&m.foreground, "foreground", false, "stay in the foreground, logging to stderr (or --log-file)")
 	fset.IntVar(&m.uid, "uid", -1, "owner shown for objects without ownership metadata (default: the mounting user)")
 	fset.IntVar(&m.gid, "gid", -1, "group shown for objects without ownership metadata (default: the mounting group)")
 	fset.DurationVar(&m.attrTTL, "attr-timeout", time.Second, "how long attributes and directory entries are cached")
 	fset.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file (0 = default)")
 	fset.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
+	fset.BoolVar(&m.fuseDebug, "fuse-debug", false, "log every FUSE request, INCLUDING FILE NAMES, SYMLINK TARGETS AND THE FIRST BYTES OF FILE DATA (debugging only)")
 	fset.IntVar(&m.readyFD, "ready-fd", 0, "internal: report readiness on this descriptor")
 	fset.IntVar(&m.secretFD, "secret-fd", 0, "internal: read the vault secret from this descriptor")
 	return fset
@@ -106,6 +108,15 @@ func cmdMount(args []string) error {
 	if mounted(mnt) {
 		return fmt.Errorf("%s is already a mountpoint", mnt)
 	}
+	// go-fuse's debug log prints file names, symlink targets and the first
+	// bytes of every read and write: only on an explicit flag, and loudly
+	// (printed by the calling process to the terminal and by the
+	// background one to the log).
+	if m.fuseDebug {
+		fmt.Fprintln(os.Stderr, "s3cryptfs: warning: --fuse-debug logs file names, symlink targets and the first bytes of file data read and written, in clear, to the log; do not use it on real data, and delete the log afterwards")
+	} else if os.Getenv("S3CRYPTFS_FUSE_DEBUG") != "" {
+		fmt.Fprintln(os.Stderr, "s3cryptfs: warning: S3CRYPTFS_FUSE_DEBUG is no longer read; --fuse-debug turns on FUSE request logging (which logs file data and names)")
+	}
 	if !m.foreground {
 		return daemonize(&m, args, mnt)
 	}
@@ -113,35 +124,77 @@ func cmdMount(args []string) error {
 }
 
 // defaultLogFile is where a background mount logs when --log-file is not
-// given: one file per mountpoint.
-func defaultLogFile(mnt string) string {
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		dir = os.TempDir()
+// given: one file per mountpoint, in a directory only this user can write
+// ($XDG_RUNTIME_DIR, else $XDG_STATE_HOME/s3cryptfs or
+// ~/.local/state/s3cryptfs, created 0700). Never a shared directory such as
+// /tmp, where another user could plant a file or symlink at the predictable
+// name and read the log (object keys, errors) or have it written elsewhere.
+func defaultLogFile(mnt string) (string, error) {
+	name := "s3cryptfs-" + strings.Trim(strings.ReplaceAll(mnt, "/", "-"), "-") + ".log"
+	// The XDG spec says relative paths in these variables are invalid.
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, name), nil
 	}
-	name := strings.Trim(strings.ReplaceAll(mnt, "/", "-"), "-")
-	return filepath.Join(dir, "s3cryptfs-"+name+".log")
+	state := os.Getenv("XDG_STATE_HOME")
+	if !filepath.IsAbs(state) {
+		home, err := os.UserHomeDir()
+		if err != nil || !filepath.IsAbs(home) {
+			return "", errors.New("no per-user directory for the log (XDG_RUNTIME_DIR, XDG_STATE_HOME and HOME unset): give --log-file")
+		}
+		state = filepath.Join(home, ".local", "state")
+	}
+	dir := filepath.Join(state, "s3cryptfs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("log directory: %w", err)
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// openLogFile opens (creating it 0600) the log for appending. It does not
+// follow a symlink at path and refuses a file that belongs to another user:
+// the log names objects and errors, and a planted link would send it, with
+// this user's rights, wherever its owner chose.
+func openLogFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("log file %s is a symbolic link; refusing to follow it (remove it, or give the real path with --log-file)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+		if uid := st.Sys().(*syscall.Stat_t).Uid; int(uid) != os.Geteuid() {
+			f.Close()
+			return nil, fmt.Errorf("log file %s belongs to uid %d, not to this user; remove it or give another --log-file", path, uid)
+		}
+	}
+	return f, nil
 }
 
 // daemonize re-executes the command with --foreground in a new session,
 // its output in the log file, and waits until the child reports that the
-// mount is ready or why it failed. A passphrase asked on the terminal is
-// handed to the child through a pipe, never through its arguments or
-// environment.
+// mount is ready or why it failed. The secret, from wherever it comes
+// (prompt, file or S3CRYPTFS_PASSPHRASE), is read here and handed to the
+// child through a pipe, never through its arguments or environment: the
+// child lives as long as the mount, and its environment is visible in
+// /proc/PID/environ and core dumps.
 func daemonize(m *mountFlags, args []string, mnt string) error {
 	logPath := m.logFile
 	if logPath == "" {
-		logPath = defaultLogFile(mnt)
+		var err error
+		if logPath, err = defaultLogFile(mnt); err != nil {
+			return err
+		}
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := openLogFile(logPath)
 	if err != nil {
-		return fmt.Errorf("log file: %w", err)
+		return err
 	}
 	defer logf.Close()
 
 	var sec *secret
-	if m.clientEnc && !m.secret.have() {
-		s, err := prompt(false)
+	if m.clientEnc {
+		s, err := m.secret.read(false)
 		if err != nil {
 			return err
 		}
@@ -176,6 +229,7 @@ func daemonize(m *mountFlags, args []string, mnt string) error {
 	}
 	defer devnull.Close()
 	cmd := exec.Command(self, child...)
+	cmd.Env = envWithoutSecrets()
 	cmd.Stdin = devnull
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -190,6 +244,7 @@ func daemonize(m *mountFlags, args []string, mnt string) error {
 		go func() {
 			secW.Write(sec.b)
 			secW.Close()
+			clear(sec.b)
 		}()
 	}
 	line, _ := bufio.NewReader(readyR).ReadString('\n')
@@ -235,9 +290,9 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 
 	logOut := io.Writer(os.Stderr)
 	if m.logFile != "" && m.readyFD == 0 {
-		f, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := openLogFile(m.logFile)
 		if err != nil {
-			return fmt.Errorf("log file: %w", err)
+			return err
 		}
 		defer f.Close()
 		logOut = f
@@ -322,7 +377,7 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	} else if m.readOnly {
 		opts.Options = append(opts.Options, "ro")
 	}
-	opts.Debug = os.Getenv("S3CRYPTFS_FUSE_DEBUG") != ""
+	opts.Debug = m.fuseDebug
 	server, err := gofs.Mount(mnt, root, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
@@ -434,6 +489,9 @@ func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys,
 		return nil, fmt.Errorf("read the vault config: %w", err)
 	}
 	cfg, err := cipher.ParseConfig(data)
+	if errors.Is(err, cipher.ErrKDFTooCostly) {
+		return nil, fmt.Errorf("vault config: %w; s3cryptfs never writes such a config: has %s been tampered with?", err, fs.ConfigKey)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("vault config: %w", err)
 	}
@@ -450,6 +508,7 @@ func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys,
 		return nil, err
 	}
 	keys, err := cfg.Unlock(s.b)
+	clear(s.b) // not needed any more: the keys are derived
 	if errors.Is(err, cipher.ErrWrongKey) {
 		return nil, errors.New("wrong passphrase or key file")
 	}

@@ -51,10 +51,18 @@ func TestRandomOps(t *testing.T) {
 	}
 	for _, sf := range stores() {
 		for _, m := range modes(t) {
-			for _, maxDirty := range []int64{0, 8 << 10} {
-				name := fmt.Sprintf("%s/%s/maxdirty=%d", sf.name, m.name, maxDirty)
+			for _, c := range []struct {
+				maxDirty int64
+				noCache  bool // no block cache: every write into a stored block is partial
+			}{{0, false}, {8 << 10, false}, {0, true}, {8 << 10, true}} {
+				name := fmt.Sprintf("%s/%s/maxdirty=%d/nocache=%v", sf.name, m.name, c.maxDirty, c.noCache)
 				t.Run(name, func(t *testing.T) {
-					v := newEnv(t, sf.new(t), m.keys, func(o *Options) { o.MaxDirty = maxDirty })
+					v := newEnv(t, sf.new(t), m.keys, func(o *Options) {
+						o.MaxDirty = c.maxDirty
+						if c.noCache {
+							o.Cache = nil
+						}
+					})
 					for seed := range seeds {
 						randomOps(t, v, uint64(seed), fmt.Sprintf("f%d", seed))
 					}

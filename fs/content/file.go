@@ -1,6 +1,7 @@
 package content
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -178,7 +179,15 @@ type dblock struct {
 	data    []byte
 	ref     spoolRef
 	spilled bool
+	// written is nil for a whole block. For a partial block (a write into
+	// a stored block whose base bytes were not fetched) it lists the
+	// ranges of data that were written; the rest of the block is the
+	// base's (below baseValid) or zeros (see extents).
+	written extents
 }
+
+// partial reports whether the block still needs its base bytes merged in.
+func (d *dblock) partial() bool { return d.written != nil }
 
 type fetchKey struct {
 	etag  string
@@ -490,6 +499,7 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 	p = p[:end-off]
 	valid := f.baseValid
 	var need []uint64
+	overlays := map[uint64]overlay{}
 	for i := uint64(off / e.bs); int64(i)*e.bs < end; i++ {
 		bo := int64(i) * e.bs
 		seg := p[max(bo, off)-off : min(bo+e.bs, end)-off]
@@ -499,6 +509,12 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 			if err != nil {
 				f.mu.Unlock()
 				return 0, v.info.ETag, err
+			}
+			if d.partial() {
+				// Merged with the base block below, as the block is now.
+				overlays[i] = overlay{bytes.Clone(data), d.written}
+				need = append(need, i)
+				continue
 			}
 			copyBlock(seg, data, inOff)
 		} else if bo < valid {
@@ -521,10 +537,22 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 			seg := p[max(bo, off)-off : min(bo+e.bs, end)-off]
 			data := blocks[i]
 			data = data[:min(int64(len(data)), max(valid-bo, 0))]
+			if ov, ok := overlays[i]; ok {
+				merged := make([]byte, max(len(data), len(ov.data)))
+				copy(merged, data)
+				ov.written.apply(merged, ov.data)
+				data = merged
+			}
 			copyBlock(seg, data, max(off-bo, 0))
 		}
 	}
 	return len(p), v.info.ETag, nil
+}
+
+// overlay is a copy of a partial dirty block taken by a read.
+type overlay struct {
+	data    []byte
+	written extents
 }
 
 // errInUpload: a read needs blocks that only a streaming upload holds.
@@ -768,4 +796,18 @@ func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out
 		out[i] = plain
 	}
 	return nil
+}
+
+// baseCachedLocked reports whether base block i is at hand (cache or
+// readahead), so that merging it into a write costs no request. f.mu held.
+func (f *File) baseCachedLocked(i uint64) bool {
+	v := f.base
+	if !v.exists || v.codec == nil {
+		return false
+	}
+	if _, ok := f.ready[fetchKey{v.content, i}]; ok {
+		return true
+	}
+	_, ok := f.e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i})
+	return ok
 }

@@ -151,11 +151,11 @@ func (f *File) dropLocked(i uint64) {
 	delete(f.dirty, i)
 }
 
-// loadDirtyLocked returns dirty block i in memory, creating it from the base
-// (or as empty) and bringing it back from the spool as needed. baseBytes
-// says how many base bytes must be present (0: none needed, the caller
-// overwrites them). f.mu held; it is released around a base fetch, which is
-// safe because wmu keeps other mutators out.
+// loadDirtyLocked returns dirty block i in memory, creating it (as empty,
+// or from the base: baseNeeded) and bringing it back from the spool as
+// needed; with baseNeeded a partial block gets its base bytes merged in.
+// f.mu held; it is released around a base fetch, which is safe because wmu
+// keeps other mutators out.
 func (f *File) loadDirtyLocked(ctx context.Context, i uint64, baseNeeded bool) (*dblock, error) {
 	e := f.e
 	if d := f.dirty[i]; d != nil {
@@ -169,28 +169,55 @@ func (f *File) loadDirtyLocked(ctx context.Context, i uint64, baseNeeded bool) (
 			d.data, d.spilled = buf, false
 			e.memDirty.Add(e.bs)
 		}
+		if baseNeeded && d.partial() {
+			base, err := f.baseBlockLocked(ctx, i)
+			if err != nil {
+				return nil, err
+			}
+			buf := append(e.getBlockBuf(), base...)
+			buf = buf[:max(len(buf), len(d.data))]
+			clear(buf[len(base):])
+			d.written.apply(buf, d.data)
+			e.putBlockBuf(d.data)
+			d.data, d.written = buf, nil
+		}
 		return d, nil
 	}
 	buf := e.getBlockBuf()
-	bo := int64(i) * e.bs
-	if baseNeeded && bo < f.baseValid {
-		f.mu.Unlock()
-		v, err := f.baseSnapshot(ctx)
-		var blocks map[uint64][]byte
-		if err == nil {
-			blocks, err = f.fetchBlocks(ctx, v, []uint64{i})
-		}
-		f.mu.Lock()
+	if baseNeeded {
+		base, err := f.baseBlockLocked(ctx, i)
 		if err != nil {
+			e.putBlockBuf(buf)
 			return nil, err
 		}
-		data := blocks[i]
-		buf = append(buf, data[:min(int64(len(data)), f.baseValid-bo)]...)
+		buf = append(buf, base...)
 	}
 	d := &dblock{data: buf}
 	f.dirty[i] = d
 	e.memDirty.Add(e.bs)
 	return d, nil
+}
+
+// baseBlockLocked returns the base bytes of block i that are still file
+// content (cut at baseValid; nil past it), fetched with f.mu released.
+// The result is shared (cache): read only.
+func (f *File) baseBlockLocked(ctx context.Context, i uint64) ([]byte, error) {
+	bo := int64(i) * f.e.bs
+	if bo >= f.baseValid {
+		return nil, nil
+	}
+	f.mu.Unlock()
+	v, err := f.baseSnapshot(ctx)
+	var blocks map[uint64][]byte
+	if err == nil {
+		blocks, err = f.fetchBlocks(ctx, v, []uint64{i})
+	}
+	f.mu.Lock()
+	if err != nil {
+		return nil, err
+	}
+	data := blocks[i]
+	return data[:min(int64(len(data)), max(f.baseValid-bo, 0))], nil
 }
 
 // writeBlock applies data at inOff of block i.
@@ -200,12 +227,21 @@ func (f *File) writeBlock(ctx context.Context, i uint64, inOff int64, data []byt
 	defer f.mu.Unlock()
 	bo := int64(i) * e.bs
 	end := inOff + int64(len(data))
-	// Base bytes of this block the write does not cover must be read first.
+	// Base bytes of this block the write does not cover are not fetched:
+	// a new dirty block is partial (see extents) unless the cache has the
+	// base block at hand.
 	baseInBlock := min(e.bs, f.baseValid-bo)
 	needBase := baseInBlock > 0 && (inOff > 0 || end < baseInBlock)
-	d, err := f.loadDirtyLocked(ctx, i, needBase)
-	if err != nil {
-		return fmt.Errorf("content: write %q: %w", f.key, err)
+	var d *dblock
+	if f.dirty[i] == nil && needBase && !f.baseCachedLocked(i) {
+		d = &dblock{data: e.getBlockBuf(), written: extents{}}
+		f.dirty[i] = d
+		e.memDirty.Add(e.bs)
+	} else {
+		var err error
+		if d, err = f.loadDirtyLocked(ctx, i, f.dirty[i] == nil && needBase); err != nil {
+			return fmt.Errorf("content: write %q: %w", f.key, err)
+		}
 	}
 	if int64(len(d.data)) < end {
 		old := len(d.data)
@@ -213,6 +249,11 @@ func (f *File) writeBlock(ctx context.Context, i uint64, inOff int64, data []byt
 		clear(d.data[old:])
 	}
 	copy(d.data[inOff:], data)
+	if d.partial() {
+		if d.written = d.written.add(int(inOff), int(end)); d.written.covers(int(baseInBlock)) {
+			d.written = nil // every base byte is overwritten
+		}
+	}
 	f.size = max(f.size, bo+end)
 	f.modified = true
 	return nil
@@ -685,13 +726,14 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 	}
 
 	count := e.blockCount(size)
-	// fromBase: block i is the base's block, untouched (its bytes below
-	// valid are content; the rest of it, if any, is zeros).
+	// fromBase: block i is the base's block (its bytes below valid are
+	// content; the rest of it, if any, is zeros), untouched or under a
+	// partial block's written bytes.
 	fromBase := func(i uint64) bool {
 		f.mu.Lock()
-		_, dirty := f.dirty[i]
+		d := f.dirty[i]
 		f.mu.Unlock()
-		return !dirty && int64(i)*e.bs < valid
+		return (d == nil || d.partial()) && int64(i)*e.bs < valid
 	}
 	var cached []uint64 // base blocks the cache held: their plaintext moves to the new version
 
@@ -764,9 +806,10 @@ type resealRange struct {
 
 // reseal writes base blocks r.first..r.end-1 to w, sealed with c: each is
 // opened (authenticated) with the base's key, cut at r.valid, padded with
-// zeros to its length in the new file, and sealed with the new version's
-// position (the final flag may move). Blocks in the cache are taken from
-// there (and returned, for write-through); the others come from one ranged
+// zeros to its length in the new file, overlaid with a partial dirty
+// block's written bytes, and sealed with the new version's position (the
+// final flag may move). Blocks in the cache are taken from there (and
+// returned, if unchanged, for write-through); the others come from one ranged
 // GET per run, one sealed block at a time, not cached (a rewrite of a large
 // file would otherwise flush the cache for blocks nobody asked to read).
 func (f *File) reseal(ctx context.Context, v version, r resealRange, c codec, w io.Writer) (hits []uint64, err error) {
@@ -775,19 +818,36 @@ func (f *File) reseal(ctx context.Context, v version, r resealRange, c codec, w 
 	// w is a pipe: Write returns once the reader has taken everything, so
 	// one plaintext and one sealed buffer serve every block.
 	buf, out := make([]byte, e.bs), make([]byte, 0, e.bs+e.overhead)
-	put := func(i uint64, plain []byte) error {
+	// put seals block i: the base's plaintext, cut at valid, under the
+	// written bytes of a partial dirty block. changed: there was one.
+	put := func(i uint64, plain []byte) (changed bool, err error) {
 		b := buf[:e.blockLen(i, r.size)]
 		copyBlock(b, plain[:min(int64(len(plain)), max(r.valid-int64(i)*e.bs, 0))], 0)
+		f.mu.Lock()
+		if d := f.dirty[i]; d != nil && d.partial() {
+			var data []byte
+			if data, err = f.dirtyData(i, d); err == nil {
+				d.written.apply(b, data)
+				changed = true
+			}
+		}
+		f.mu.Unlock()
+		if err != nil {
+			return changed, err
+		}
 		out = c.seal(out[:0], b, i, i == r.count-1)
-		_, err := w.Write(out)
-		return err
+		_, err = w.Write(out)
+		return changed, err
 	}
 	for i := r.first; i < r.end; {
 		if b, ok := e.cache.Get(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}); ok {
-			if err := put(i, b); err != nil {
+			changed, err := put(i, b)
+			if err != nil {
 				return hits, err
 			}
-			hits = append(hits, i)
+			if !changed {
+				hits = append(hits, i)
+			}
 			i++
 			continue
 		}
@@ -817,7 +877,7 @@ func (f *File) reseal(ctx context.Context, v version, r resealRange, c codec, w 
 				e.logCorrupt(v.info.Key, v.info.ETag, int64(k), err)
 				return hits, fmt.Errorf("read block %d of %q: %w", k, v.info.Key, err)
 			}
-			if err := put(k, p); err != nil {
+			if _, err := put(k, p); err != nil {
 				rc.Close()
 				return hits, err
 			}
@@ -864,7 +924,7 @@ func (f *File) commit(info backend.ObjectInfo, c codec) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, d := range f.dirty {
-		if !d.spilled {
+		if !d.spilled && !d.partial() {
 			if n := e.blockLen(i, f.size); n > 0 || i == 0 {
 				block := d.data
 				if len(block) < n {

@@ -109,7 +109,7 @@ func httpRefusal(what string, mode SSEMode) error {
 	}
 	return &insecureError{msg: fmt.Sprintf("s3: %s is plain http: requests, object data and metadata would travel "+
 		"unencrypted and unauthenticated; change it to https://, or accept plain http explicitly with "+
-		"--allow-http (Config.AllowHTTP) on a trusted network", what)}
+		"--allow-http on a trusted network", what)}
 }
 
 // insecureError is a refusal to use plain http. It is permanent for the

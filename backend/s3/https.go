@@ -148,7 +148,10 @@ func (g *httpsGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 // guardedClient returns an HTTP client for the S3 client: b's, with g in
 // front of its transport, so that every hop of every request passes g.
 func guardedClient(b *awshttp.BuildableClient, g *httpsGuard) (*http.Client, error) {
-	// Freeze keeps the SDK's own client setup (its redirect policy, timeouts).
+	// Freeze keeps the SDK's own client setup: its redirect policy (307
+	// and 308 followed) and our transport options. (The S3 client adds
+	// nothing to a non-buildable client that it would add to b: the legacy
+	// defaults mode sets no timeouts, and S3 has no SDK read timeout.)
 	frozen, ok := b.Freeze().(*http.Client)
 	if !ok {
 		return nil, fmt.Errorf("s3: BUG: the SDK's HTTP client is a %T, not an *http.Client: cannot enforce https: %w",

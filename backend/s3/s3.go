@@ -14,8 +14,11 @@
 //     timeout on every phase of every request, so no call hangs forever.
 //   - Errors classified into the backend sentinels (not found, precondition
 //     failed, access denied, permanent) with messages that say what to fix.
-//   - HTTPS by default; plain http only with an explicit opt-in, and never
-//     with SSE-C (the key would travel in the clear).
+//   - HTTPS enforced on every request sent, whatever configured the
+//     endpoint; plain http only with an explicit opt-in, and never with
+//     SSE-C (the key would travel in the clear). See https.go.
+//   - GET answers that do not cover exactly the range asked for are refused
+//     before their body is read; a body never delivers more than asked.
 package s3
 
 import (
@@ -73,7 +76,8 @@ type Config struct {
 	// put key "a/b" at "vault/a/b").
 	Prefix string
 	// Endpoint is the S3 API URL; "" means AWS_ENDPOINT_URL_S3 (then
-	// AWS_ENDPOINT_URL), else AWS's own endpoint for the region.
+	// AWS_ENDPOINT_URL), else endpoint_url from the shared config profile,
+	// else AWS's own endpoint for the region.
 	Endpoint string
 	// Region; "" means the AWS chain (AWS_REGION, the profile), else us-east-1.
 	Region string
@@ -82,7 +86,8 @@ type Config struct {
 	// PathStyle addresses buckets as https://host/bucket (MinIO, most
 	// self-hosted servers) instead of https://bucket.host.
 	PathStyle bool
-	// AllowHTTP permits a plain http:// endpoint. Never allowed with SSE-C.
+	// AllowHTTP permits plain http:// to the endpoint, from whatever
+	// source. Never allowed with SSE-C.
 	AllowHTTP bool
 	// CABundle is a PEM file of extra trusted CAs; "" means AWS_CA_BUNDLE.
 	CABundle string

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,6 +178,55 @@ func TestGetLongerThanAsked(t *testing.T) {
 				t.Fatalf("err = %v, want a permanent error", err)
 			case !bytes.HasPrefix(data[off:off+length], got):
 				t.Fatalf("the bytes read before the error are not the object's")
+			}
+		})
+	}
+
+	// The same checks hold for the re-request that resumes a broken body:
+	// its answer must bring exactly the rest of the range.
+	for _, tc := range []struct {
+		name    string
+		rewrite func(http.ResponseWriter, *http.Response)
+		want    string
+	}{
+		{"re-request answered with 50 MiB", rawAnswer(bigLength, huge), "more than asked for"},
+		{"re-request answered short, as if the object ended", rawAnswer(both(setHeader("Content-Length", "30"),
+			setHeader("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off+50, off+79, off+80))),
+			func(r *http.Response) io.Reader { return io.LimitReader(r.Body, 30) }), "must return the rest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var n atomic.Int64
+			p.setRule(func(r *http.Request) fault {
+				switch {
+				case !isGet(r):
+					return fault{}
+				case n.Add(1) == 1:
+					return fault{kind: resetBody, after: 50}
+				}
+				return fault{kind: rewrite, rewrite: tc.rewrite}
+			})
+			defer p.setRule(nil)
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			rc, err := s.Get(ctx, "obj", off, length, backend.GetOptions{})
+			if err != nil {
+				t.Fatalf("Get: %v (the first answer is MinIO's)", err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			runtime.ReadMemStats(&after)
+			grew := after.TotalAlloc - before.TotalAlloc
+			t.Logf("err: %v; %d bytes read; heap allocated meanwhile: %.2f MiB", err, len(got), float64(grew)/(1<<20))
+			if grew > 8<<20 {
+				t.Fatalf("%d bytes allocated during the read: the body was buffered", grew)
+			}
+			if err == nil || !errors.Is(err, backend.ErrPermanent) || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), where) {
+				t.Fatalf("err = %v, want a permanent error naming %s and saying %q", err, where, tc.want)
+			}
+			if n.Load() != 2 || !bytes.Equal(got, data[off:off+50]) {
+				t.Fatalf("%d GETs, %d bytes read; want 2 GETs and the 50 bytes before the break", n.Load(), len(got))
 			}
 		})
 	}

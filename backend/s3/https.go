@@ -25,9 +25,10 @@ import (
 //     goes to the wire, after every SDK middleware (one of which, the
 //     legacy EndpointOptions.DisableHTTPS, rewrites the scheme late in the
 //     Finalize step) and on every redirect hop the http.Client follows (the
-//     SDK follows 307/308 to any URL, headers included). A middleware would
-//     see neither, so this is where the guarantee lives; the open-time check
-//     only makes the common case fail early with a better message.
+//     SDK follows 307/308 to any URL, headers included). A middleware sees
+//     only what the steps before it did, and no redirect at all, so this is
+//     where the guarantee lives; the open-time check only makes the common
+//     case fail early with a better message.
 
 // configuredEndpoint returns the endpoint set explicitly by cfg.Endpoint or
 // the environment ("" if neither), normalized to a URL, and the name of the

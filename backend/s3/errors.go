@@ -45,6 +45,12 @@ func (s *Store) classify(ctx context.Context, op, key string, err error) error {
 		}
 		return &opError{msg: msg, kinds: kinds, err: err}
 	}
+	var ie *insecureError
+	if errors.As(err, &ie) {
+		// The guard's own message says what to change; the SDK's wrapping
+		// around it adds nothing.
+		return &opError{msg: fmt.Sprintf("s3: %s %s: %s", op, where, ie.msg), kinds: []error{backend.ErrPermanent}, err: err}
+	}
 	if cerr := ctx.Err(); cerr != nil {
 		// The SDK reports cancellation in several shapes; make sure
 		// errors.Is(err, context.Canceled) holds whatever it chose.

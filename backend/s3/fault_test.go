@@ -42,6 +42,7 @@ const (
 	drop                 // close the connection (RST) without an answer
 	respond              // answer status and body, request not forwarded
 	lostAnswer           // forward, then cut the connection instead of answering
+	rewrite              // forward, then answer with f.rewrite instead
 )
 
 type fault struct {
@@ -50,9 +51,12 @@ type fault struct {
 	wait  time.Duration // delay
 	// before, if set, runs just before the connection is cut (resetBody).
 	before func()
-	// status and body: the answer (respond).
+	// status, header and body: the answer (respond).
 	status int
+	header http.Header
 	body   string
+	// rewrite writes the answer from the server's (rewrite).
+	rewrite func(w http.ResponseWriter, resp *http.Response)
 }
 
 // seen is one request as the proxy saw it.
@@ -190,6 +194,9 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case respond:
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/xml")
+		for k, vs := range f.header {
+			w.Header()[k] = vs
+		}
 		w.WriteHeader(f.status)
 		_, _ = io.WriteString(w, f.body)
 		return
@@ -222,6 +229,10 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.kind == lostAnswer {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		rst(w)
+		return
+	}
+	if f.kind == rewrite {
+		f.rewrite(w, resp)
 		return
 	}
 	for k, vs := range resp.Header {

@@ -81,6 +81,7 @@ type reader struct {
 	end     int64  // exclusive end; -1 until the first response says
 	etag    string // If-Match for every request after the first (and the first, if the caller gave one)
 	resumes int    // consecutive re-requests without progress
+	opened  bool   // a response has been accepted: end is the object's, not just the caller's
 	err     error  // sticky
 	idle    *time.Timer
 
@@ -120,10 +121,17 @@ func (r *reader) open() error {
 		out.Body.Close()
 		return fmt.Errorf("s3: get %s: response without Content-Length: %w", s.where(r.key), backend.ErrPermanent)
 	}
+	n := *out.ContentLength
+	if err := r.checkAnswer(in.Range != nil, aws.ToString(out.ContentRange), n); err != nil {
+		cancel()
+		out.Body.Close() // unread: nothing of a wrong answer is buffered
+		return err
+	}
 	if r.etag == "" {
 		r.etag = aws.ToString(out.ETag)
 	}
-	r.end = r.pos + *out.ContentLength
+	r.end = r.pos + n
+	r.opened = true
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed.Load() {
@@ -131,9 +139,105 @@ func (r *reader) open() error {
 		out.Body.Close()
 		return r.closedErr()
 	}
-	r.body, r.cancel = out.Body, cancel
+	r.body, r.cancel = &boundedBody{rc: out.Body, left: n, where: s.where(r.key)}, cancel
 	return nil
 }
+
+// checkAnswer refuses a GET answer that does not cover exactly the bytes
+// asked for, before its body is read: the server's word is not trusted
+// over the request, or a faulty or hostile server could make a reader of
+// 100 bytes take in gigabytes, or hand over bytes from the wrong offset.
+// n is the answer's Content-Length, contentRange its Content-Range.
+//
+// An answer may be shorter than asked only on the first request, and only
+// where the object ends (a read past the end); a re-request must return
+// exactly the rest that the first answer announced.
+func (r *reader) checkAnswer(ranged bool, contentRange string, n int64) error {
+	want := int64(-1) // bytes asked for; -1: to the end of the object
+	if r.end >= 0 {
+		want = r.end - r.pos
+	}
+	bad := func(why string) error {
+		asked := fmt.Sprintf("bytes %d-", r.pos)
+		if want >= 0 {
+			asked += fmt.Sprint(r.end - 1)
+		}
+		return fmt.Errorf("s3: get %s: asked for %s, the server answered %d bytes (Content-Range %q): %s: %w",
+			r.s.where(r.key), asked, n, contentRange, why, backend.ErrPermanent)
+	}
+	if want >= 0 && n > want {
+		return bad("more than asked for")
+	}
+	if r.opened && n != want {
+		return bad("a re-request must return the rest announced by the first answer")
+	}
+	if !ranged {
+		return nil // the whole object, whatever its size
+	}
+	start, last, total, ok := parseContentRange(contentRange)
+	switch {
+	case !ok && r.pos == 0:
+		// The server ignored the Range and sent the object from its
+		// start, which is where we asked to start; its length is
+		// checked above.
+		return nil
+	case !ok:
+		return bad("no valid Content-Range: the server ignored the Range and the body would start at the wrong offset")
+	case start != r.pos || last-start+1 != n:
+		return bad("Content-Range does not match the range asked for and the Content-Length")
+	case (want < 0 || n < want) && last+1 != total:
+		// Accepting it would end the read early as if the object ended.
+		return bad("shorter than asked for, but not at the end of the object")
+	}
+	return nil
+}
+
+// parseContentRange parses "bytes first-last/total" (total "*": -1).
+func parseContentRange(s string) (first, last, total int64, ok bool) {
+	var tot string
+	if n, err := fmt.Sscanf(s, "bytes %d-%d/%s", &first, &last, &tot); err != nil || n != 3 {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if _, err := fmt.Sscan(tot, &total); err != nil {
+			return 0, 0, 0, false
+		}
+	}
+	if first < 0 || last < first || (total >= 0 && last >= total) {
+		return 0, 0, 0, false
+	}
+	return first, last, total, true
+}
+
+// boundedBody delivers at most the announced length of a GET body and
+// fails if the server sends more, so that no reader ever takes in more
+// than it asked for. (net/http already stops at the Content-Length; this
+// does not rely on it, or on whatever wraps the body in the SDK.)
+type boundedBody struct {
+	rc    io.ReadCloser
+	left  int64
+	where string
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("s3: get %s: the body is longer than its announced length: %w", b.where, backend.ErrPermanent)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }
 
 func (r *reader) closedErr() error {
 	return fmt.Errorf("s3: get %s: reader closed", r.s.where(r.key))

@@ -14,8 +14,11 @@
 //     timeout on every phase of every request, so no call hangs forever.
 //   - Errors classified into the backend sentinels (not found, precondition
 //     failed, access denied, permanent) with messages that say what to fix.
-//   - HTTPS by default; plain http only with an explicit opt-in, and never
-//     with SSE-C (the key would travel in the clear).
+//   - HTTPS enforced on every request sent, whatever configured the
+//     endpoint; plain http only with an explicit opt-in, and never with
+//     SSE-C (the key would travel in the clear). See https.go.
+//   - GET answers that do not cover exactly the range asked for are refused
+//     before their body is read; a body never delivers more than asked.
 package s3
 
 import (
@@ -28,7 +31,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -74,7 +76,8 @@ type Config struct {
 	// put key "a/b" at "vault/a/b").
 	Prefix string
 	// Endpoint is the S3 API URL; "" means AWS_ENDPOINT_URL_S3 (then
-	// AWS_ENDPOINT_URL), else AWS's own endpoint for the region.
+	// AWS_ENDPOINT_URL), else endpoint_url from the shared config profile,
+	// else AWS's own endpoint for the region.
 	Endpoint string
 	// Region; "" means the AWS chain (AWS_REGION, the profile), else us-east-1.
 	Region string
@@ -83,7 +86,8 @@ type Config struct {
 	// PathStyle addresses buckets as https://host/bucket (MinIO, most
 	// self-hosted servers) instead of https://bucket.host.
 	PathStyle bool
-	// AllowHTTP permits a plain http:// endpoint. Never allowed with SSE-C.
+	// AllowHTTP permits plain http:// to the endpoint, from whatever
+	// source. Never allowed with SSE-C.
 	AllowHTTP bool
 	// CABundle is a PEM file of extra trusted CAs; "" means AWS_CA_BUNDLE.
 	CABundle string
@@ -187,11 +191,10 @@ func newStore(ctx context.Context, cfg Config, to *timeouts, retryBase time.Dura
 	if s.sse, err = newSSE(cfg); err != nil {
 		return nil, err
 	}
-	endpoint, err := resolveEndpoint(cfg)
+	endpoint, endpointFrom, err := configuredEndpoint(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s.endpoint = endpoint
 	pool, err := loadCABundle(cfg.CABundle)
 	if err != nil {
 		return nil, err
@@ -257,7 +260,16 @@ func newStore(ctx context.Context, cfg Config, to *timeouts, retryBase time.Dura
 		awsCfg.Region = "us-east-1"
 	}
 	s.region = awsCfg.Region
+	// The S3 client, and only it, sends through the https guard: the
+	// credential providers sharing awsCfg.HTTPClient include the instance
+	// and container metadata services, which are plain http by design.
+	guard := &httpsGuard{allow: cfg.AllowHTTP && s.sse.mode != SSEC, mode: s.sse.mode}
+	s3HTTP, err := guardedClient(httpClient, guard)
+	if err != nil {
+		return nil, err
+	}
 	s.client = s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		o.HTTPClient = s3HTTP
 		o.UsePathStyle = cfg.PathStyle
 		// Ranged reads and multipart objects carry no whole-object
 		// checksum; the SDK would log that on every GET.
@@ -269,6 +281,22 @@ func newStore(ctx context.Context, cfg Config, to *timeouts, retryBase time.Dura
 			return st.Finalize.Insert(&attemptTimeout{to: s.timeouts}, "Retry", middleware.After)
 		})
 	})
+
+	// Check the endpoint the client resolved, whatever set it, before any
+	// request: the guard would refuse each request anyway, but here the
+	// message can say which setting to change.
+	s.endpoint = aws.ToString(s.client.Options().BaseEndpoint)
+	if s.endpoint != "" {
+		if endpoint == "" {
+			endpointFrom = endpointSource(awsCfg, cfg.Profile, s.endpoint)
+		}
+		guard.endpoint = s.endpoint + " from " + endpointFrom
+		if err := checkScheme(s.endpoint, endpointFrom, guard.allow, s.sse.mode); err != nil {
+			return nil, err
+		}
+	} else {
+		guard.endpoint = "AWS S3"
+	}
 
 	if err := s.checkCredentials(ctx, awsCfg); err != nil {
 		return nil, err
@@ -287,45 +315,6 @@ func normalizePrefix(p string) string {
 		return ""
 	}
 	return p + "/"
-}
-
-// resolveEndpoint returns the endpoint URL to use ("" for AWS's own) after
-// refusing plain http unless allowed, and always with SSE-C.
-func resolveEndpoint(cfg Config) (string, error) {
-	ep, from := cfg.Endpoint, "the configured endpoint"
-	if ep == "" {
-		ep, from = os.Getenv("AWS_ENDPOINT_URL_S3"), "AWS_ENDPOINT_URL_S3"
-	}
-	if ep == "" {
-		ep, from = os.Getenv("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"
-	}
-	if ep == "" {
-		return "", nil
-	}
-	if !strings.Contains(ep, "://") {
-		ep = "https://" + ep
-	}
-	u, err := url.Parse(ep)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("s3: %s %q is not a URL like https://host:port: %w", from, ep, backend.ErrPermanent)
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-	case "http":
-		if cfg.SSE == SSEC {
-			return "", fmt.Errorf("s3: %s %s is plain http, and SSE-C over http is always refused: "+
-				"the encryption key would travel in the clear with every request; use an https:// endpoint: %w",
-				from, ep, backend.ErrPermanent)
-		}
-		if !cfg.AllowHTTP {
-			return "", fmt.Errorf("s3: %s %s is plain http: requests, object data and metadata would travel "+
-				"unencrypted and unauthenticated; use an https:// endpoint, or opt in explicitly to http "+
-				"(AllowHTTP / --allow-http) for a trusted local network: %w", from, ep, backend.ErrPermanent)
-		}
-	default:
-		return "", fmt.Errorf("s3: %s %q: scheme must be https (or http with the opt-in): %w", from, ep, backend.ErrPermanent)
-	}
-	return ep, nil
 }
 
 // loadCABundle returns the system roots plus the certificates of the PEM

@@ -197,7 +197,7 @@ func TestRefuseHTTP(t *testing.T) {
 		want string
 	}{
 		{"http", Config{Bucket: "b", Endpoint: "http://127.0.0.1:9"}, "", "is plain http"},
-		{"http from env", Config{Bucket: "b"}, "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3 http://127.0.0.1:9 is plain http"},
+		{"http from env", Config{Bucket: "b"}, "http://127.0.0.1:9", "endpoint http://127.0.0.1:9 (from AWS_ENDPOINT_URL_S3) is plain http"},
 		{"SSE-C over http", Config{Bucket: "b", Endpoint: "http://127.0.0.1:9", SSE: SSEC, SSECKey: key}, "", "SSE-C over http is always refused"},
 		{"SSE-C over http even when allowed", Config{Bucket: "b", Endpoint: "http://127.0.0.1:9", AllowHTTP: true, SSE: SSEC, SSECKey: key}, "", "SSE-C over http is always refused"},
 		{"SSE-C over http from env", Config{Bucket: "b", AllowHTTP: true, SSE: SSEC, SSECKey: key}, "http://127.0.0.1:9", "SSE-C over http is always refused"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -102,21 +101,8 @@ func openStore(ctx context.Context, spec string, s *storeFlags) (backend.Store, 
 		}
 		cfg.SSECKey = key
 	}
-	endpoint := s.endpoint
-	if endpoint == "" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
-	}
-	if endpoint == "" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL")
-	}
-	if strings.HasPrefix(strings.ToLower(endpoint), "http://") {
-		if s.sse == "c" {
-			return nil, fmt.Errorf("refusing SSE-C over plain http (%s): the key would travel in the clear", endpoint)
-		}
-		if !s.allowHTTP {
-			return nil, fmt.Errorf("endpoint %s is plain http: pass --allow-http to accept that", endpoint)
-		}
-	}
+	// Plain http (--allow-http, never with --sse c) is enforced by the
+	// store, on the endpoint from any source and on every request.
 	st, err := s3.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", spec, err)

@@ -538,6 +538,10 @@ func TestMountErrors(t *testing.T) {
 	if err := os.WriteFile(kf, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	kfOpen := filepath.Join(t.TempDir(), "ssec-open.key")
+	if err := os.WriteFile(kfOpen, bytes.Repeat([]byte{7}, 32), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		spec string
@@ -550,6 +554,7 @@ func TestMountErrors(t *testing.T) {
 		{"missing credentials", st.spec, []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_EC2_METADATA_DISABLED=true",
 			"AWS_SHARED_CREDENTIALS_FILE=/nonexistent", "AWS_CONFIG_FILE=/nonexistent"}, nil, 1, "credential"},
 		{"SSE-C over http", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9", "--allow-http", "--sse", "c", "--sse-c-key-file", kf}, 1, "http"},
+		{"SSE-C key file readable by others", st.spec, nil, []string{"--sse", "c", "--sse-c-key-file", kfOpen}, 1, "chmod 600"},
 		{"http without opt-in", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9"}, 1, "--allow-http"},
 		{"bad sse value", st.spec, nil, []string{"--sse", "rot13"}, 2, "--sse"},
 		{"unknown option", st.spec, nil, []string{"--no-such-option"}, 2, "no-such-option"},

@@ -394,6 +394,13 @@ func ReadSSECKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3: reading SSE-C key: %w", err)
 	}
+	return ParseSSECKey(b, path)
+}
+
+// ParseSSECKey decodes the content of an SSE-C key file (see
+// ReadSSECKeyFile); name says where it came from, for the error.
+func ParseSSECKey(b []byte, name string) ([]byte, error) {
+	path := name
 	if len(b) == 32 {
 		return b, nil
 	}

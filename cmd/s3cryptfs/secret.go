@@ -109,7 +109,7 @@ func readSecretFile(path, what string) ([]byte, error) {
 	}
 	if perm := st.Mode().Perm(); st.Mode().IsRegular() && perm&0o077 != 0 {
 		msg := fmt.Sprintf("%s %s can be read or changed by other users (mode %04o): run `chmod 600 %s`", what, path, perm, shellQuote(path))
-		if what == "key file" {
+		if what != "passphrase file" { // key files: the vault's, SSE-C's
 			return nil, errors.New(msg)
 		}
 		fmt.Fprintln(os.Stderr, "s3cryptfs: warning:", msg)

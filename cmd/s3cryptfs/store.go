@@ -95,7 +95,11 @@ func openStore(ctx context.Context, spec string, s *storeFlags) (backend.Store, 
 		KMSKeyID:  s.kmsKeyID,
 	}
 	if s.sse == "c" {
-		key, err := s3.ReadSSECKeyFile(s.ssecKeyFil)
+		b, err := readSecretFile(s.ssecKeyFil, "SSE-C key file")
+		if err != nil {
+			return nil, fmt.Errorf("--sse-c-key-file: %w", err)
+		}
+		key, err := s3.ParseSSECKey(b, s.ssecKeyFil)
 		if err != nil {
 			return nil, fmt.Errorf("--sse-c-key-file: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -61,8 +62,9 @@ func TestMaxFileSize(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// O_DIRECT reads reach the READ handler whatever size the kernel
-		// caches.
+		// O_DIRECT reads skip the page cache: within the size the kernel
+		// caches they reach the READ handler (past it the kernel answers
+		// 0 itself; TestReadPastStaleEOF gets past that).
 		dfd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -81,15 +83,18 @@ func TestMaxFileSize(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		page := make([]byte, 4096)
-		for _, off := range []int64{math.MaxInt64 - 4096, maxSize, maxSize + 1} {
-			n, err := unix.Pwrite(fd, page, off)
-			wantErrno(t, "pwrite at "+strconv.FormatInt(off, 10), err, syscall.EFBIG)
+		// At 2^63-4096 the kernel passes at most 4095 bytes to FUSE (one
+		// more and off+len overflows: EINVAL before any filesystem).
+		for _, w := range []struct{ off, n int64 }{
+			{math.MaxInt64 - 4095, 4095}, {math.MaxInt64 - 4096, 4096}, {maxSize, 4096}, {maxSize + 1, 4096},
+		} {
+			n, err := unix.Pwrite(fd, make([]byte, w.n), w.off)
+			wantErrno(t, "pwrite at "+strconv.FormatInt(w.off, 10), err, syscall.EFBIG)
 			if n > 0 {
-				t.Fatalf("pwrite at %d wrote %d bytes", off, n)
+				t.Fatalf("pwrite at %d wrote %d bytes", w.off, n)
 			}
-			wantPread(t, "past EOF", fd, off, 4096, nil)
-			wantPread(t, "O_DIRECT past EOF", dfd, off, 4096, nil)
+			wantPread(t, "past EOF", fd, w.off, int(w.n), nil)
+			wantPread(t, "O_DIRECT past EOF", dfd, w.off, int(w.n), nil)
 		}
 		wantErrno(t, "ftruncate to max+1", unix.Ftruncate(fd, maxSize+1), syscall.EFBIG)
 		wantErrno(t, "truncate to max+1", unix.Truncate(p, maxSize+1), syscall.EFBIG)
@@ -169,7 +174,9 @@ func TestMaxFileSize(t *testing.T) {
 // TestReadPastEOF: reads of whole pages past EOF, at huge offsets, and
 // running past the end of a file whose size is not page-aligned return
 // exactly the file's bytes (0 past EOF), buffered and O_DIRECT, on a
-// stored file and one still being written.
+// stored file and one still being written. (O_DIRECT reads running past
+// EOF reach the READ handler; those starting past it the kernel answers
+// itself, see TestReadPastStaleEOF.)
 func TestReadPastEOF(t *testing.T) {
 	eachStore(t, func(t *testing.T, st *store) {
 		st.init(t)
@@ -210,5 +217,48 @@ func TestReadPastEOF(t *testing.T) {
 		check("stored, O_DIRECT", unix.O_RDONLY|unix.O_DIRECT)
 		check("stored", unix.O_RDONLY)
 		m.unmount()
+	})
+}
+
+// TestReadPastStaleEOF: when the kernel's cached size is larger than the
+// file (another client shrank it; this mount's kernel keeps the old size
+// until the attribute timeout), reads past the real EOF do reach the
+// READ handler, which returns 0 bytes there and exactly the file's bytes
+// before it, never the rest of its (pooled, reused) buffer.
+func TestReadPastStaleEOF(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		a := st.mount(t, "--attr-timeout", "1h") // the kernel keeps its size
+		b := st.mount(t)
+		writeFile(t, b.path("f"), strings.Repeat("x", 12288))
+		var stt unix.Stat_t
+		if err := unix.Stat(a.path("f"), &stt); err != nil || stt.Size != 12288 {
+			t.Fatalf("stat through a: size %d, %v", stt.Size, err)
+		}
+		data := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuv"), 5000/32+1)[:5000]
+		writeFile(t, b.path("f"), string(data))
+		for _, flags := range []int{unix.O_RDONLY | unix.O_DIRECT, unix.O_RDONLY} {
+			fd, err := unix.Open(a.path("f"), flags, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flags&unix.O_DIRECT != 0 {
+				// The kernel still believes the old size: these READs
+				// reach the handler.
+				if err := unix.Fstat(fd, &stt); err != nil || stt.Size != 12288 {
+					unix.Close(fd)
+					t.Fatalf("kernel's size %d, %v; the test needs the stale 12288", stt.Size, err)
+				}
+				wantPread(t, "O_DIRECT, stale size", fd, 8192, 4096, nil)
+				wantPread(t, "O_DIRECT, stale size", fd, 4096, 8192, data[4096:])
+				wantPread(t, "O_DIRECT, stale size", fd, 0, 12288, data)
+			} else {
+				wantPread(t, "buffered, stale size", fd, 4096, 8192, data[4096:])
+				wantPread(t, "buffered, stale size", fd, 8192, 4096, nil)
+			}
+			unix.Close(fd)
+		}
+		a.unmount()
+		b.unmount()
 	})
 }

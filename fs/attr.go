@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
 )
 
 // Object user metadata keys (x-amz-meta-* on S3). Values are decimal except
@@ -131,9 +132,14 @@ func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 }
 
 // plainSize maps an object size to the plaintext size; an impossible size is
-// corruption, logged, and shown as 0 (reads then fail with EIO).
+// corruption, logged, and shown as 0 (reads then fail with EIO), and so is
+// one too large to address (over 2^62 bytes; opening it fails with EFBIG).
 func (f *FS) plainSize(info backend.ObjectInfo) int64 {
 	n, err := f.engine.PlainSize(info.Size)
+	if errors.Is(err, content.ErrFileTooBig) {
+		f.log.Error("object too large to address: shown as empty", "object", info.Key, "size", info.Size, "err", err)
+		return 0
+	}
 	if err != nil {
 		f.log.Error("corrupt object: size fits no valid layout", "object", info.Key, "size", info.Size, "err", err)
 		return 0

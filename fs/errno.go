@@ -7,6 +7,7 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
 )
 
 // errno is the one place where errors become syscall.Errno. Everything the
@@ -22,6 +23,11 @@ func (f *FS) errno(op, key string, err error) syscall.Errno {
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		return syscall.ENOENT
+	case errors.Is(err, content.ErrFileTooBig):
+		// The caller's request (a write or truncate past the maximum
+		// file size), not a fault: not logged. Also an object too large
+		// to address, which the listing already logged.
+		return syscall.EFBIG
 	case errors.Is(err, cipher.ErrCorrupt):
 		f.log.Error("corrupt object: authentication failed", "op", op, "object", key, "err", err)
 		return syscall.EIO

@@ -292,11 +292,16 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 	if f.ro {
 		return syscall.EROFS
 	}
+	size, hasSize := in.GetSize()
+	if hasSize && size > content.MaxFileSize {
+		// Before anything is changed: as on ext4, the whole call fails.
+		// (A size over 2^63 would also turn negative as an int64.)
+		return syscall.EFBIG
+	}
 	ctx = detach(ctx)
 	fl.syncMu.Lock()
 	defer fl.syncMu.Unlock()
 
-	size, hasSize := in.GetSize()
 	fl.mu.Lock()
 	a := fl.attr
 	metaChanged := setattrMeta(&a, in)
@@ -393,7 +398,9 @@ func (fl *File) newHandle(flags uint32) *handle {
 }
 
 // Read reads through the handle (its own sequential detection and
-// readahead).
+// readahead). It returns exactly the n bytes ReadAt filled: dest is a
+// buffer go-fuse reuses across requests (and users, on an --allow-other
+// mount), so any byte of it past n is someone else's data. Past EOF n is 0.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.h.ReadAt(detach(ctx), dest, off)
 	if err != nil {
@@ -410,6 +417,16 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	}
 	if h.append {
 		off = h.cf.Size()
+	}
+	// FUSE cannot tell the kernel our maximum file size (it lets offsets
+	// reach 2^63-1), so it is enforced here as ext4 enforces its own: a
+	// write starting at or past the maximum fails with EFBIG, one that
+	// straddles it writes what fits and returns the short count.
+	if off >= content.MaxFileSize {
+		return 0, syscall.EFBIG
+	}
+	if room := content.MaxFileSize - off; int64(len(data)) > room {
+		data = data[:room]
 	}
 	n, err := h.cf.WriteAt(detach(ctx), data, off)
 	if n > 0 {

@@ -41,6 +41,11 @@ package content
 //     retries every part before an upload fails. Reading such a file back
 //     while it is written, or writing elsewhere in it, completes the
 //     upload first (one extra upload when it is written to again).
+//   - Sizes: WriteAt and Truncate never take a file past MaxFileSize; they
+//     refuse whole (ErrFileTooBig -> EFBIG) any write whose end or any size
+//     beyond it, so clip a write that straddles it first to return POSIX's
+//     short count. Open refuses objects over 2^62 bytes (ErrFileTooBig).
+//     ReadAt at or past EOF returns 0 and never more than it filled.
 //   - Readahead memory is bounded engine-wide (window + 4 GETs: 64 MiB with
 //     the default 32 MiB window); a File's prefetched blocks go when its
 //     last Handle closes, so close every Handle.

@@ -211,8 +211,13 @@ func (e *Engine) Close() error {
 }
 
 // PlainSize returns the plaintext size of a file stored in an object of
-// objectSize bytes, for listings. An impossible size wraps cipher.ErrCorrupt.
+// objectSize bytes, for listings. An impossible size wraps cipher.ErrCorrupt,
+// one over maxObjectSize ErrFileTooBig.
 func (e *Engine) PlainSize(objectSize int64) (int64, error) {
+	if objectSize > maxObjectSize {
+		return 0, fmt.Errorf("content: object of %d bytes is larger than the %d this filesystem can address: %w",
+			objectSize, int64(maxObjectSize), ErrFileTooBig)
+	}
 	if e.keys == nil {
 		if objectSize < 0 {
 			return 0, fmt.Errorf("content: negative object size %d: %w", objectSize, cipher.ErrCorrupt)

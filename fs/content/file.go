@@ -495,7 +495,12 @@ func (f *File) readOnce(ctx context.Context, p []byte, off int64) (int, string, 
 		f.mu.Unlock()
 		return 0, v.info.ETag, nil
 	}
-	end := min(off+int64(len(p)), f.size)
+	// off < f.size here, so f.size-off cannot overflow; off+len(p) can (a
+	// read near 2^63 once claimed len(p) bytes it never filled).
+	end := f.size
+	if int64(len(p)) < f.size-off {
+		end = off + int64(len(p))
+	}
 	p = p[:end-off]
 	valid := f.baseValid
 	var need []uint64

@@ -37,7 +37,12 @@ func (f *File) NewHandle() *Handle {
 
 // ReadAt reads like File.ReadAt, with readahead for sequential readers.
 func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	h.readahead(off, int64(len(p)))
+	// Past EOF there is nothing to read ahead, and skipping those reads
+	// keeps readahead's sums (off+n+window) far from int64 overflow, since
+	// sizes stay under maxObjectSize while offsets may reach 2^63-1.
+	if off < h.f.Size() {
+		h.readahead(off, int64(len(p)))
+	}
 	return h.f.ReadAt(ctx, p, off)
 }
 

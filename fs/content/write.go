@@ -14,13 +14,18 @@ import (
 // WriteAt writes p at off. The data is held (memory, then the encrypted
 // spool) until Sync; a file written sequentially from empty streams to the
 // store meanwhile. On error the count says how much was accepted; nothing
-// accepted is lost.
+// accepted is lost. A write whose end would pass MaxFileSize is refused
+// whole (ErrFileTooBig); a caller that wants POSIX's short count clips first.
 func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("content: write %q at negative offset %d", f.Key(), off)
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if off > MaxFileSize-int64(len(p)) { // not off+len(p): that can overflow
+		return 0, fmt.Errorf("content: write %q: %d bytes at %d would pass the maximum file size (%d): %w",
+			f.Key(), len(p), off, int64(MaxFileSize), ErrFileTooBig)
 	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
@@ -264,6 +269,10 @@ func (f *File) writeBlock(ctx context.Context, i uint64, inOff int64, data []byt
 func (f *File) Truncate(ctx context.Context, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("content: truncate %q to negative size %d", f.Key(), size)
+	}
+	if size > MaxFileSize {
+		return fmt.Errorf("content: truncate %q to %d: over the maximum file size (%d): %w",
+			f.Key(), size, int64(MaxFileSize), ErrFileTooBig)
 	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()

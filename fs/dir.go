@@ -504,6 +504,13 @@ func (d *Dir) hasPending() bool {
 // index: `s3cryptfs unmount` does it before detaching, so that the mount
 // writes nothing after the unmount.
 func (d *Dir) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	if wb := d.fsys.wb; wb != nil && d.IsRoot() {
+		// s3cryptfs unmount fsyncs the root before detaching: every
+		// write-back upload is done (or has given up) when it returns.
+		if err := wb.wait(detach(ctx)); err != nil {
+			return d.fsys.errno("fsyncdir", "", err)
+		}
+	}
 	for _, ch := range d.Children() {
 		fl, ok := ch.Operations().(*File)
 		if !ok {

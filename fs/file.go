@@ -94,7 +94,7 @@ func (fl *File) sync(ctx context.Context) error {
 func (fl *File) syncLocked(ctx context.Context) error {
 	fl.mu.Lock()
 	cf := fl.cf
-	if cf == nil || fl.deleted || !(fl.metaDirty || cf.Dirty() || fl.attr.info.Key == "") {
+	if !fl.needsSyncLocked() {
 		fl.mu.Unlock()
 		return nil
 	}
@@ -108,6 +108,25 @@ func (fl *File) syncLocked(ctx context.Context) error {
 	}
 	fl.stored(info, gen, meta)
 	return nil
+}
+
+// needsSyncLocked reports whether the store lacks something of the file:
+// dirty data, changed attributes, or the object itself. fl.mu held.
+func (fl *File) needsSyncLocked() bool {
+	cf := fl.cf
+	return cf != nil && !fl.deleted && (fl.metaDirty || cf.Dirty() || fl.attr.info.Key == "")
+}
+
+// dropIfIdle lets the content go once no handle is open and nothing is
+// left to upload (after a write-back upload; release does it otherwise).
+func (fl *File) dropIfIdle() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.opens == 0 && fl.cf != nil && !fl.needsSyncLocked() {
+		fl.cf = nil
+		fl.metaDirty = false
+		fl.fsys.trackOpen(fl, false)
+	}
 }
 
 // stored records a successful upload or metadata copy that stored the
@@ -238,6 +257,9 @@ func (fl *File) release(ctx context.Context) {
 	fl.mu.Unlock()
 	if !last {
 		return
+	}
+	if fl.fsys.wb != nil && fl.fsys.wb.has(fl) {
+		return // the upload lets the content go when it is done (dropIfIdle)
 	}
 	if err := fl.sync(ctx); err != nil {
 		fl.fsys.log.Error("sync at release failed: unsynced data dropped", "object", fl.key(), "err", err)
@@ -439,8 +461,18 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 // Flush runs at every close(2): it returns only once the data is durable
-// in the store, and reports a failed upload as EIO.
+// in the store, and reports a failed upload as EIO. With write-back it
+// queues the upload and returns (see writeback.go).
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if wb := h.fl.fsys.wb; wb != nil {
+		h.fl.mu.Lock()
+		need := h.fl.needsSyncLocked()
+		h.fl.mu.Unlock()
+		if need {
+			wb.schedule(h.fl, h.cf.Size())
+		}
+		return 0
+	}
 	if err := h.fl.sync(ctx); err != nil {
 		return h.fl.fsys.errno("flush", h.cf.Key(), err)
 	}

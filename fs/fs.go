@@ -66,7 +66,13 @@ type Options struct {
 	// CopyConcurrency bounds the parallel server-side copies of a directory
 	// rename; 0 means 16.
 	CopyConcurrency int
-	Logger          *slog.Logger
+	// WriteBack makes close(2) return before the upload (see writeback.go);
+	// WriteBackParallel uploads run at once (0: 16) and close waits while
+	// more than WriteBackMaxBytes are pending (0: 1 GiB).
+	WriteBack         bool
+	WriteBackParallel int
+	WriteBackMaxBytes int64
+	Logger            *slog.Logger
 }
 
 // FS is the state shared by every node of one mount.
@@ -87,7 +93,9 @@ type FS struct {
 	idx   *indexer
 
 	openMu sync.Mutex
-	open   map[*File]struct{} // files with content open (handles alive), for SyncAll
+	open   map[*File]struct{} // files with content open (handles alive) or awaiting upload, for SyncAll
+
+	wb *writeBack // nil: close waits for the upload
 }
 
 // NewRoot returns the root directory node of a tree over opts.Store, ready
@@ -130,6 +138,9 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 	}
 	f.cache.entries = map[string]cachedAttr{}
 	f.idx = newIndexer(f, opts.Keys, opts.NoIndex)
+	if opts.WriteBack {
+		f.wb = newWriteBack(f, opts.WriteBackParallel, opts.WriteBackMaxBytes)
+	}
 	root := &Dir{fsys: f}
 	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
 	return root, f, nil
@@ -157,10 +168,16 @@ func (f *FS) MountOptions() *gofs.Options {
 }
 
 // SyncAll makes every open file's data durable, for a clean shutdown
-// (SIGTERM), then writes the pending attribute indexes. It returns the first
+// (SIGTERM), after the write-back uploads under way, then writes the
+// pending attribute indexes. It returns the first
 // error and keeps going past it; an index that cannot be written is only
 // logged, since it is a cache.
 func (f *FS) SyncAll(ctx context.Context) error {
+	if f.wb != nil {
+		if err := f.wb.wait(ctx); err != nil {
+			return err
+		}
+	}
 	f.openMu.Lock()
 	files := make([]*File, 0, len(f.open))
 	for fl := range f.open {

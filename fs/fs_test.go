@@ -46,6 +46,13 @@ func mountStore(t *testing.T, st backend.Store, ro bool) string {
 // mountStoreWith is mountStore with options adjusted by set.
 func mountStoreWith(t *testing.T, st backend.Store, set func(*fs.Options)) string {
 	t.Helper()
+	dir, _ := mountStoreFS(t, st, set)
+	return dir
+}
+
+// mountStoreFS is mountStoreWith that also returns the mounted FS.
+func mountStoreFS(t *testing.T, st backend.Store, set func(*fs.Options)) (string, *fs.FS) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("FUSE mount: skipped under -short")
 	}
@@ -91,7 +98,7 @@ func mountStoreWith(t *testing.T, st backend.Store, set func(*fs.Options)) strin
 		eng.Close()
 		bc.Close()
 	})
-	return dir
+	return dir, fsys
 }
 
 func randBytes(t testing.TB, n int) []byte {

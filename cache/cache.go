@@ -50,6 +50,9 @@ type entry struct {
 type Stats struct {
 	Hits, Misses, Collisions uint64
 	Sets, Evictions          uint64
+	// Bytes is the size of the blocks held (or about to be: Sets not yet
+	// applied count).
+	Bytes int64
 }
 
 // Cache is a byte-bounded cache of blocks, safe for concurrent use. A nil
@@ -58,6 +61,7 @@ type Cache struct {
 	rc *ristretto.Cache[string, *entry]
 
 	hits, misses, collisions, sets, evictions atomic.Uint64
+	bytes                                     atomic.Int64
 }
 
 // New returns a cache that holds at most maxBytes bytes of blocks.
@@ -88,6 +92,14 @@ func newWithHash(maxBytes int64, hash func(string) (uint64, uint64)) (*Cache, er
 		IgnoreInternalCost: true,
 		OnEvict: func(*ristretto.Item[*entry]) {
 			c.evictions.Add(1)
+		},
+		// Called for every block that leaves, or never entered, the
+		// cache (evicted, rejected, deleted, replaced): what Set added.
+		// (nil when ristretto found nothing under the key).
+		OnExit: func(e *entry) {
+			if e != nil {
+				c.bytes.Add(-int64(len(e.block)))
+			}
 		},
 	})
 	if err != nil {
@@ -126,7 +138,10 @@ func (c *Cache) Set(k Key, block []byte) {
 	c.sets.Add(1)
 	// A zero cost would make ristretto call the (absent) cost function; an
 	// empty block still costs one byte.
-	c.rc.Set(k.String(), &entry{key: k, block: block}, max(int64(len(block)), 1))
+	if c.rc.Set(k.String(), &entry{key: k, block: block}, max(int64(len(block)), 1)) {
+		// false: dropped at once, and OnExit is not called for it.
+		c.bytes.Add(int64(len(block)))
+	}
 }
 
 // Del removes k's block, if cached.
@@ -157,6 +172,7 @@ func (c *Cache) Stats() Stats {
 		Collisions: c.collisions.Load(),
 		Sets:       c.sets.Load(),
 		Evictions:  c.evictions.Load(),
+		Bytes:      c.bytes.Load(),
 	}
 }
 

@@ -1,49 +1,64 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// parseInterspersed parses flags anywhere among the positional arguments
-// (fstab and scripts put options after the operands), and returns the
-// positional arguments. "--" ends option parsing.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if err == flag.ErrHelp {
-				return nil, err
-			}
-			return nil, usageError{err.Error()}
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		// flag stops at "--" (consumed) or at the first operand.
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
+// normalizeFlagName lets every long option be spelt with '_' as well as
+// '-' (--read_only, -o read_only): mount options conventionally use '_',
+// the command line '-'.
+func normalizeFlagName(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 }
 
-// newFlagSet makes a flag set whose errors are returned, not fatal, and
-// whose usage goes to stderr with a synopsis line.
-func newFlagSet(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "usage: s3cryptfs %s\n\noptions:\n", synopsis)
-		fs.PrintDefaults()
+// flagGroup is a titled section of a command's help.
+type flagGroup struct {
+	title string
+	fs    *pflag.FlagSet
+}
+
+func newGroup(title string) flagGroup {
+	fs := pflag.NewFlagSet(title, pflag.ContinueOnError)
+	fs.SortFlags = false
+	return flagGroup{title: title, fs: fs}
+}
+
+// addGroups adds the groups' flags to cmd and prints its help grouped, in
+// the groups' order, like restic's and rclone's help: the synopsis, the
+// description, then each group with its defaults.
+func addGroups(cmd *cobra.Command, groups ...flagGroup) {
+	for _, g := range groups {
+		cmd.Flags().AddFlagSet(g.fs)
 	}
-	fs.SetOutput(os.Stderr)
-	return fs
+	cmd.Flags().SortFlags = false
+	usage := func(c *cobra.Command) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Usage:\n  s3cryptfs %s\n", c.Use)
+		for _, g := range groups {
+			if u := g.fs.FlagUsagesWrapped(100); u != "" {
+				fmt.Fprintf(&b, "\n%s:\n%s", g.title, u)
+			}
+		}
+		b.WriteString("\n  -h, --help   show this help\n")
+		return b.String()
+	}
+	cmd.SetUsageFunc(func(c *cobra.Command) error {
+		fmt.Fprint(c.OutOrStderr(), usage(c))
+		return nil
+	})
+	cmd.SetHelpFunc(func(c *cobra.Command, _ []string) {
+		out := c.OutOrStdout()
+		if c.Long != "" {
+			fmt.Fprintln(out, strings.TrimSpace(c.Long))
+			fmt.Fprintln(out)
+		}
+		fmt.Fprint(out, usage(c))
+	})
 }
 
 // byteSize is a flag holding a size with an optional unit: 1024, 512KiB,
@@ -75,6 +90,9 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// Type names the value in help ("--cache-size size").
+func (b *byteSize) Type() string { return "size" }
+
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	i := 0
@@ -100,4 +118,25 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q", s)
 	}
 	return int64(v * mult), nil
+}
+
+// registerCompletions gives the shells the values of the options that
+// have a fixed set, and directories where a directory is wanted.
+func registerCompletions(cmd *cobra.Command) {
+	fixed := map[string][]string{
+		"sse":               {"none", "s3", "kms", "c"},
+		"log-level":         {"debug", "info", "warn", "error"},
+		"client-encryption": {"true", "false"},
+	}
+	for name, vals := range fixed {
+		if cmd.Flags().Lookup(name) != nil {
+			cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(vals, cobra.ShellCompDirectiveNoFileComp))
+		}
+	}
+	if cmd.Flags().Lookup("spool-dir") != nil {
+		cmd.MarkFlagDirname("spool-dir")
+	}
+	if cmd.Flags().Lookup("password-command") != nil {
+		cmd.RegisterFlagCompletionFunc("password-command", cobra.NoFileCompletions)
+	}
 }

@@ -8,40 +8,56 @@ import (
 	"os"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
 )
 
+// initFlags are the options of `s3cryptfs init`.
+type initFlags struct {
+	store      storeFlags
+	secret     secretFlags
+	newKeyFile string
+	blockSize  byteSize
+}
+
+func newInitCommand() *cobra.Command {
+	var f initFlags
+	sec := newGroup("Vault secret (first given wins: key file, passphrase file, command, $S3CRYPTFS_PASSPHRASE, prompt)")
+	f.secret.register(sec.fs, "use a key file (32 bytes as 64 hex digits or base64, mode 0600) instead of a passphrase")
+	sec.fs.StringVar(&f.newKeyFile, "new-key-file", "", "create this key file (a new random key in base64, mode 0600; never overwrites) and use it instead of a passphrase")
+	vault := newGroup("Vault")
+	f.blockSize = byteSize(cipher.DefaultBlockSize)
+	vault.fs.Var(&f.blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
+	st := newGroup("Store (give init the same --sse options the mounts will use)")
+	f.store.register(st.fs)
+	cmd := &cobra.Command{
+		Use:   "init [options] STORE",
+		Short: "create the vault config in STORE",
+		Long: `Create the vault config (.s3cryptfs.conf) in STORE, s3://bucket[/prefix] or a
+local directory (created if missing). Refuses a store that already has one.`,
+		Args: exactArgs(1, "exactly one STORE"),
+		RunE: func(_ *cobra.Command, args []string) error { return cmdInit(&f, args[0]) },
+	}
+	addGroups(cmd, sec, vault, st)
+	registerCompletions(cmd)
+	return cmd
+}
+
 // cmdInit creates the vault config object in the store; it refuses to
 // overwrite an existing one (that would make every object unreadable).
-func cmdInit(args []string) error {
-	fset := newFlagSet("init", "init [options] STORE")
-	var sf storeFlags
-	var sec secretFlags
-	sf.register(fset)
-	fset.StringVar(&sec.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
-	fset.StringVar(&sec.keyFile, "key-file", "", "use a key file (32 bytes as 64 hex digits or base64, mode 0600) instead of a passphrase")
-	var newKeyFile string
-	fset.StringVar(&newKeyFile, "new-key-file", "", "create this key file (a new random key in base64, mode 0600; never overwrites) and use it instead of a passphrase")
-	blockSize := byteSize(cipher.DefaultBlockSize)
-	fset.Var(&blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
-	pos, err := parseInterspersed(fset, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usagef("want exactly one STORE, got %d arguments", len(pos))
-	}
-	spec := pos[0]
+func cmdInit(f *initFlags, spec string) error {
+	sf, sec, newKeyFile, blockSize := &f.store, &f.secret, f.newKeyFile, f.blockSize
 	if err := sf.validate(spec); err != nil {
 		return err
 	}
 	if err := sec.validate(); err != nil {
 		return err
 	}
-	if newKeyFile != "" && (sec.keyFile != "" || sec.passphraseFile != "") {
-		return usagef("--new-key-file excludes --key-file and --passphrase-file")
+	if newKeyFile != "" && (sec.keyFile != "" || sec.passphraseFile != "" || sec.passwordCommand != "") {
+		return usagef("--new-key-file excludes --key-file, --passphrase-file and --password-command")
 	}
 	if !isS3(spec) {
 		// A new local vault may name a directory that does not exist yet.
@@ -51,7 +67,7 @@ func cmdInit(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := openStore(ctx, spec, &sf)
+	st, err := openStore(ctx, spec, sf)
 	if err != nil {
 		return err
 	}

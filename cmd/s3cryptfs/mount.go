@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,9 +20,13 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/backend/metrics"
 	"github.com/s3cryptfs/s3cryptfs/cache"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
@@ -37,6 +40,7 @@ type mountFlags struct {
 	clientEnc  bool
 	cacheSize  byteSize
 	readOnly   bool
+	noExec     bool
 	allowOther bool
 	logLevel   string
 	logFile    string
@@ -46,47 +50,85 @@ type mountFlags struct {
 	maxDirty   byteSize
 	spoolDir   string
 	fuseDebug  bool
+	options    []string // -o, applied over the other flags (options.go)
+
+	metricsAddr        string
+	metricsAllowRemote bool
 
 	// Set by the daemonizing parent for its re-executed child only.
 	readyFD  int
 	secretFD int
 }
 
-func (m *mountFlags) flagSet() *flag.FlagSet {
-	fset := newFlagSet("mount", "mount [options] STORE MOUNTPOINT")
-	m.store.register(fset)
-	fset.StringVar(&m.secret.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
-	fset.StringVar(&m.secret.keyFile, "key-file", "", "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
-	fset.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
+// groups registers the options, in the sections of the help.
+func (m *mountFlags) groups() []flagGroup {
+	sec := newGroup("Vault secret (first given wins: key file, passphrase file, command, $S3CRYPTFS_PASSPHRASE, prompt)")
+	m.secret.register(sec.fs, "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
+	sec.fs.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
+
+	st := newGroup("Store")
+	m.store.register(st.fs)
+
+	mnt := newGroup("Mount")
+	mnt.fs.StringArrayVarP(&m.options, "options", "o", nil, "mount options opt[=value][,...]: any option above without its --, with - or _ (cache_size=1G,read_only), and ro, rw, noexec, allow_other, uid=N, gid=N; defaults, _netdev, nofail, noauto, x-systemd.* ... are ignored")
+	mnt.fs.BoolVar(&m.readOnly, "read-only", false, "mount read-only (every change fails with EROFS); -o ro")
+	mnt.fs.BoolVar(&m.noExec, "noexec", false, "refuse to execute programs from the mount; -o noexec")
+	mnt.fs.Lookup("noexec").Hidden = true // documented with -o; as an option it is mount(8)'s
+	mnt.fs.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (kernel permission checks on; non-root users need user_allow_other in /etc/fuse.conf)")
+	mnt.fs.IntVar(&m.uid, "uid", -1, "owner shown for objects without ownership metadata (-1: the mounting user)")
+	mnt.fs.IntVar(&m.gid, "gid", -1, "group shown for objects without ownership metadata (-1: the mounting group)")
+	mnt.fs.DurationVar(&m.attrTTL, "attr-timeout", time.Second, "how long attributes and directory entries are cached (0: re-check every time)")
+	mnt.fs.BoolVar(&m.foreground, "foreground", false, "stay in the foreground, logging to stderr (or --log-file)")
+	mnt.fs.IntVar(&m.readyFD, "ready-fd", 0, "internal: report readiness on this descriptor")
+	mnt.fs.IntVar(&m.secretFD, "secret-fd", 0, "internal: read the vault secret from this descriptor")
+	mnt.fs.Lookup("ready-fd").Hidden = true
+	mnt.fs.Lookup("secret-fd").Hidden = true
+
+	mem := newGroup("Cache and memory")
 	m.cacheSize = 256 << 20
-	fset.Var(&m.cacheSize, "cache-size", "memory for decrypted blocks, e.g. 512MiB, 1G")
-	fset.BoolVar(&m.readOnly, "read-only", false, "mount read-only (every change fails with EROFS)")
-	fset.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (kernel permission checks on)")
-	fset.StringVar(&m.logLevel, "log-level", "info", "debug, info, warn or error")
-	fset.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: s3cryptfs-<mountpoint>.log in $XDG_RUNTIME_DIR, else in $XDG_STATE_HOME/s3cryptfs or ~/.local/state/s3cryptfs)")
-	fset.BoolVar(&m.foreground, "foreground", false, "stay in the foreground, logging to stderr (or --log-file)")
-	fset.IntVar(&m.uid, "uid", -1, "owner shown for objects without ownership metadata (default: the mounting user)")
-	fset.IntVar(&m.gid, "gid", -1, "group shown for objects without ownership metadata (default: the mounting group)")
-	fset.DurationVar(&m.attrTTL, "attr-timeout", time.Second, "how long attributes and directory entries are cached")
-	fset.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file (0 = default)")
-	fset.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
-	fset.BoolVar(&m.fuseDebug, "fuse-debug", false, "log every FUSE request, INCLUDING FILE NAMES, SYMLINK TARGETS AND THE FIRST BYTES OF FILE DATA (debugging only)")
-	fset.IntVar(&m.readyFD, "ready-fd", 0, "internal: report readiness on this descriptor")
-	fset.IntVar(&m.secretFD, "secret-fd", 0, "internal: read the vault secret from this descriptor")
-	return fset
+	mem.fs.Var(&m.cacheSize, "cache-size", "memory for decrypted blocks, e.g. 512MiB, 1G (0: no block cache)")
+	m.maxDirty = content.DefaultMaxDirty
+	mem.fs.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file")
+	mem.fs.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
+
+	lg := newGroup("Logging and metrics")
+	lg.fs.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: s3cryptfs-<mountpoint>.log in $XDG_RUNTIME_DIR, else in $XDG_STATE_HOME/s3cryptfs or ~/.local/state/s3cryptfs, else /run/s3cryptfs for root)")
+	lg.fs.StringVar(&m.logLevel, "log-level", "info", "debug, info, warn or error")
+	lg.fs.BoolVar(&m.fuseDebug, "fuse-debug", false, "log every FUSE request, INCLUDING FILE NAMES, SYMLINK TARGETS AND THE FIRST BYTES OF FILE DATA (debugging only)")
+	lg.fs.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off by default; loopback only unless --metrics-allow-remote)")
+	lg.fs.BoolVar(&m.metricsAllowRemote, "metrics-allow-remote", false, "let --metrics-addr listen on a non-loopback address (the endpoint has no authentication)")
+	return []flagGroup{sec, st, mnt, mem, lg}
 }
 
-func cmdMount(args []string) error {
+func newMountCommand() *cobra.Command {
 	var m mountFlags
-	fset := m.flagSet()
-	pos, err := parseInterspersed(fset, args)
-	if err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "mount [options] STORE MOUNTPOINT [-o opt[,opt...]]",
+		Short: "mount STORE on MOUNTPOINT (returns once mounted)",
+		Long: `Mount the vault in STORE (s3://bucket[/prefix] or a local directory) on
+MOUNTPOINT. The command returns once the filesystem is mounted and serving
+in the background (or with the reason it failed, and nothing mounted);
+--foreground serves in this process instead.`,
+		Args: exactArgs(2, "STORE and MOUNTPOINT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := applyMountOptions(c.Flags(), m.options); err != nil {
+				return err
+			}
+			return runMount(&m, c.Flags(), args[0], args[1])
+		},
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 1 {
+				return nil, cobra.ShellCompDirectiveFilterDirs
+			}
+			return nil, cobra.ShellCompDirectiveDefault
+		},
 	}
-	if len(pos) != 2 {
-		return usagef("want STORE and MOUNTPOINT, got %d arguments", len(pos))
-	}
-	spec, mnt := pos[0], pos[1]
+	addGroups(cmd, m.groups()...)
+	registerCompletions(cmd)
+	return cmd
+}
+
+func runMount(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 	if err := m.store.validate(spec); err != nil {
 		return err
 	}
@@ -97,16 +139,15 @@ func cmdMount(args []string) error {
 	if err := level.UnmarshalText([]byte(m.logLevel)); err != nil {
 		return usagef("--log-level must be debug, info, warn or error, not %q", m.logLevel)
 	}
-	if mnt, err = filepath.Abs(mnt); err != nil {
+	if err := checkMetricsAddr(m.metricsAddr, m.metricsAllowRemote); err != nil {
 		return err
 	}
-	if st, err := os.Stat(mnt); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	mnt, err := filepath.Abs(mnt)
+	if err != nil {
+		return err
 	}
-	if mounted(mnt) {
-		return fmt.Errorf("%s is already a mountpoint", mnt)
+	if err := checkMountpoint(mnt); err != nil {
+		return err
 	}
 	// go-fuse's debug log prints file names, symlink targets and the first
 	// bytes of every read and write: only on an explicit flag, and loudly
@@ -118,10 +159,33 @@ func cmdMount(args []string) error {
 		fmt.Fprintln(os.Stderr, "s3cryptfs: warning: S3CRYPTFS_FUSE_DEBUG is no longer read; --fuse-debug turns on FUSE request logging (which logs file data and names)")
 	}
 	if !m.foreground {
-		return daemonize(&m, args, mnt)
+		return daemonize(m, fset, spec, mnt)
 	}
-	return serve(&m, spec, mnt, level)
+	return serve(m, spec, mnt, level)
 }
+
+// checkMountpoint refuses a mountpoint that is missing, not a directory,
+// or already mounted (including a dead FUSE mount), each with the fix.
+func checkMountpoint(mnt string) error {
+	st, err := os.Stat(mnt)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("mountpoint %s: a mount whose process has died is still there (transport endpoint is not connected): run `s3cryptfs unmount --lazy %s` first", mnt, shellQuote(mnt))
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mountpoint %s does not exist: create it with `mkdir -p %s`", mnt, shellQuote(mnt))
+	case err != nil:
+		return fmt.Errorf("mountpoint: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if mounted(mnt) {
+		return fmt.Errorf("%s is already a mountpoint: unmount it first (`s3cryptfs unmount %s`)", mnt, shellQuote(mnt))
+	}
+	return nil
+}
+
+// rootRunDir holds root's logs when it has no HOME (a variable for tests).
+var rootRunDir = "/run"
 
 // defaultLogFile is where a background mount logs when --log-file is not
 // given: one file per mountpoint, in a directory only this user can write
@@ -138,10 +202,16 @@ func defaultLogFile(mnt string) (string, error) {
 	state := os.Getenv("XDG_STATE_HOME")
 	if !filepath.IsAbs(state) {
 		home, err := os.UserHomeDir()
-		if err != nil || !filepath.IsAbs(home) {
+		switch {
+		case err == nil && filepath.IsAbs(home):
+			state = filepath.Join(home, ".local", "state")
+		case os.Geteuid() == 0:
+			// mount(8) run by systemd or from a boot script may have no
+			// HOME; /run is root's own, like $XDG_RUNTIME_DIR for a user.
+			state = rootRunDir
+		default:
 			return "", errors.New("no per-user directory for the log (XDG_RUNTIME_DIR, XDG_STATE_HOME and HOME unset): give --log-file")
 		}
-		state = filepath.Join(home, ".local", "state")
 	}
 	dir := filepath.Join(state, "s3cryptfs")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -178,7 +248,7 @@ func openLogFile(path string) (*os.File, error) {
 // child through a pipe, never through its arguments or environment: the
 // child lives as long as the mount, and its environment is visible in
 // /proc/PID/environ and core dumps.
-func daemonize(m *mountFlags, args []string, mnt string) error {
+func daemonize(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 	logPath := m.logFile
 	if logPath == "" {
 		var err error
@@ -218,7 +288,8 @@ func daemonize(m *mountFlags, args []string, mnt string) error {
 		extra = append(extra, secR)
 		child = append(child, "--secret-fd=4")
 	}
-	child = append(child, args...)
+	child = append(child, childFlags(fset, sec != nil)...)
+	child = append(child, "--", spec, mnt)
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -260,6 +331,25 @@ func daemonize(m *mountFlags, args []string, mnt string) error {
 		err := cmd.Wait()
 		return fmt.Errorf("background mount exited (%v) without mounting; see %s", err, logPath)
 	}
+}
+
+// childFlags are the options given to this mount (on the command line or
+// with -o), as --name=value for the background process, which parses them
+// again. Left out: what daemonize sets itself, the -o list (already
+// applied), and, when the secret goes through the pipe, where it came from
+// (the child must not run a --password-command a second time).
+func childFlags(fset *pflag.FlagSet, secretPiped bool) []string {
+	skip := map[string]bool{"foreground": true, "ready-fd": true, "secret-fd": true, "log-file": true, "options": true}
+	if secretPiped {
+		skip["passphrase-file"], skip["key-file"], skip["password-command"] = true, true, true
+	}
+	var args []string
+	fset.Visit(func(f *pflag.Flag) {
+		if !skip[f.Name] {
+			args = append(args, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	return args
 }
 
 // ready reports the outcome to the daemonizing parent, if there is one.
@@ -305,11 +395,35 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		log.Info("pprof listening", "addr", addr)
 	}
 
+	if os.Geteuid() != 0 {
+		if err := checkUnprivilegedMount(m.allowOther); err != nil {
+			return err
+		}
+	}
+	var mm *mountMetrics
+	if m.metricsAddr != "" {
+		mm = newMountMetrics()
+		stop, err := mm.listen(m.metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := openStore(ctx, spec, &m.store)
 	if err != nil {
 		return err
+	}
+	if mm != nil {
+		// Wrapped after opening: the vault config read below is counted
+		// too, which is what the store served.
+		ms, err := metrics.New(st, mm.reg)
+		if err != nil {
+			return err
+		}
+		st = ms
 	}
 	keys, err := unlock(ctx, st, m)
 	if err != nil {
@@ -322,6 +436,9 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 			return fmt.Errorf("cache: %w", err)
 		}
 		defer bc.Close()
+	}
+	if mm != nil {
+		mm.registerCache(bc)
 	}
 	eng, err := content.New(content.Options{
 		Store:    st,
@@ -374,13 +491,31 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		if m.readOnly {
 			opts.DirectMountFlags |= syscall.MS_RDONLY
 		}
-	} else if m.readOnly {
-		opts.Options = append(opts.Options, "ro")
+		if m.noExec {
+			opts.DirectMountFlags |= syscall.MS_NOEXEC
+		}
+	} else {
+		if m.readOnly {
+			opts.Options = append(opts.Options, "ro")
+		}
+		if m.noExec {
+			opts.Options = append(opts.Options, "noexec")
+		}
 	}
 	opts.Debug = m.fuseDebug
-	server, err := gofs.Mount(mnt, root, opts)
+	// gofs.Mount, with the file system wrapped to count reads, writes and
+	// open files when metrics are on.
+	rawFS := gofs.NewNodeFS(root, opts)
+	if mm != nil {
+		rawFS = &countingFS{RawFileSystem: rawFS, m: mm}
+	}
+	server, err := fuse.NewServer(rawFS, mnt, &opts.MountOptions)
+	if err == nil {
+		go server.Serve()
+		err = server.WaitMount()
+	}
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", mnt, err)
+		return fmt.Errorf("mount %s: %w", mnt, explainMountError(err, m.allowOther))
 	}
 	setKernelReadahead(mnt, log)
 	log.Info("mounted", "store", spec, "mountpoint", mnt, "client_encryption", keys != nil,

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
 
@@ -29,8 +31,17 @@ const maxSecretFile = 64 << 10
 
 // secretFlags choose where the vault secret comes from.
 type secretFlags struct {
-	passphraseFile string
-	keyFile        string
+	passphraseFile  string
+	keyFile         string
+	passwordCommand string
+}
+
+// register adds the secret options; keyFileHelp differs between init and
+// mount.
+func (s *secretFlags) register(fs *pflag.FlagSet, keyFileHelp string) {
+	fs.StringVar(&s.keyFile, "key-file", "", keyFileHelp)
+	fs.StringVar(&s.passphraseFile, "passphrase-file", "", "read the passphrase from this file (one trailing newline is ignored)")
+	fs.StringVar(&s.passwordCommand, "password-command", "", "run this command with sh -c; its output (one trailing newline removed) is the passphrase (e.g. 'secret-tool lookup s3cryptfs vault', 'pass show s3cryptfs')")
 }
 
 // secret is the vault secret and whether it is a key file.
@@ -40,14 +51,21 @@ type secret struct {
 }
 
 func (s *secretFlags) validate() error {
-	if s.passphraseFile != "" && s.keyFile != "" {
-		return usagef("--passphrase-file and --key-file exclude each other")
+	n := 0
+	for _, v := range []string{s.passphraseFile, s.keyFile, s.passwordCommand} {
+		if v != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return usagef("--passphrase-file, --key-file and --password-command exclude each other")
 	}
 	return nil
 }
 
-// read returns the secret from --key-file, --passphrase-file, the
-// environment, or (confirm: twice) an interactive prompt without echo.
+// read returns the secret from --key-file, --passphrase-file,
+// --password-command, the environment, or (confirm: twice) an interactive
+// prompt without echo.
 func (s *secretFlags) read(confirm bool) (secret, error) {
 	switch {
 	case s.keyFile != "":
@@ -63,6 +81,9 @@ func (s *secretFlags) read(confirm bool) (secret, error) {
 			return secret{}, fmt.Errorf("passphrase file %s is empty", s.passphraseFile)
 		}
 		return secret{b: b}, nil
+	case s.passwordCommand != "":
+		b, err := runPasswordCommand(s.passwordCommand)
+		return secret{b: b}, err
 	case os.Getenv(passphraseEnv) != "":
 		p := os.Getenv(passphraseEnv)
 		// Keep it from every process this one starts. (The kernel's copy,
@@ -72,6 +93,47 @@ func (s *secretFlags) read(confirm bool) (secret, error) {
 		return secret{b: []byte(p)}, nil
 	}
 	return prompt(confirm)
+}
+
+// runPasswordCommand runs cmd with sh -c and returns what it printed, less
+// one trailing newline. Its stdin and stderr are ours, so a command that
+// asks (systemd-ask-password, pinentry through pass) can; its environment
+// lacks S3CRYPTFS_PASSPHRASE. A failure or empty output is an error, so
+// nothing is mounted with a secret the user did not mean.
+func runPasswordCommand(cmd string) ([]byte, error) {
+	c := exec.Command("/bin/sh", "-c", cmd)
+	c.Env = envWithoutSecrets()
+	c.Stdin, c.Stderr = os.Stdin, os.Stderr
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("--password-command: %w", err)
+	}
+	b, rerr := io.ReadAll(io.LimitReader(out, maxSecretFile+1))
+	io.Copy(io.Discard, out) // let it finish writing whatever it writes
+	werr := c.Wait()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(werr, &ee):
+		clear(b)
+		return nil, fmt.Errorf("--password-command %s failed (%v)", shellQuote(cmd), ee)
+	case werr != nil:
+		clear(b)
+		return nil, fmt.Errorf("--password-command %s: %w", shellQuote(cmd), werr)
+	case rerr != nil:
+		clear(b)
+		return nil, fmt.Errorf("--password-command %s: %w", shellQuote(cmd), rerr)
+	case len(b) > maxSecretFile:
+		clear(b)
+		return nil, fmt.Errorf("--password-command %s printed more than %d bytes", shellQuote(cmd), maxSecretFile)
+	}
+	b = trimNewline(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("--password-command %s printed no passphrase", shellQuote(cmd))
+	}
+	return b, nil
 }
 
 // envWithoutSecrets is this process's environment minus the passphrase,
@@ -196,7 +258,7 @@ func shellQuote(s string) string {
 func prompt(confirm bool) (secret, error) {
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, " + passphraseEnv + " or run from a terminal")
+		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, --password-command, " + passphraseEnv + " or run from a terminal")
 	}
 	fmt.Fprint(os.Stderr, "Passphrase: ")
 	p, err := term.ReadPassword(fd)

@@ -199,6 +199,16 @@ func TestDefaultLogFile(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", "")
 	t.Setenv("XDG_STATE_HOME", "")
 	t.Setenv("HOME", "")
+	if os.Geteuid() == 0 {
+		// root without HOME (mount(8) under systemd): its own /run.
+		rootRunDir = t.TempDir()
+		defer func() { rootRunDir = "/run" }()
+		dir := filepath.Join(rootRunDir, "s3cryptfs")
+		if p, err := defaultLogFile(mnt); err != nil || p != filepath.Join(dir, "s3cryptfs-mnt-my vault.log") {
+			t.Fatalf("root without HOME: %q %v, want in %s", p, err, dir)
+		}
+		return
+	}
 	if p, err := defaultLogFile(mnt); err == nil || !strings.Contains(err.Error(), "--log-file") {
 		t.Fatalf("no per-user directory: %q %v, want an error naming --log-file", p, err)
 	}

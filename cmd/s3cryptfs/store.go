@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/backend/local"
@@ -28,11 +29,11 @@ type storeFlags struct {
 	ssecKeyFil string
 }
 
-func (s *storeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.endpoint, "endpoint", "", "S3 endpoint URL (default: AWS_ENDPOINT_URL_S3, else AWS)")
+func (s *storeFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&s.endpoint, "endpoint", "", "S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, else AWS)")
 	fs.StringVar(&s.region, "region", "", "S3 region (default: from the AWS config chain, else us-east-1)")
 	fs.StringVar(&s.profile, "profile", "", "AWS shared-config profile")
-	fs.StringVar(&s.caBundle, "ca-bundle", "", "PEM file of CA certificates to trust (default: AWS_CA_BUNDLE)")
+	fs.StringVar(&s.caBundle, "ca-bundle", "", "PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE)")
 	fs.BoolVar(&s.pathStyle, "path-style", false, "use path-style S3 URLs (needed by most non-AWS servers)")
 	fs.BoolVar(&s.allowHTTP, "allow-http", false, "allow a plain http:// endpoint (never with --sse c)")
 	fs.StringVar(&s.sse, "sse", "none", "server-side encryption: none, s3, kms or c")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // cmdUnmount unmounts MOUNTPOINT. Data is already durable: every close()
@@ -15,29 +17,40 @@ import (
 // detaching it fsyncs the root directory, which makes the mount write its
 // pending attribute indexes (a cache, see fs.IndexRoot), so that the mount
 // writes nothing to the store after the unmount returns.
-func cmdUnmount(args []string) error {
-	fset := newFlagSet("unmount", "unmount [--lazy] MOUNTPOINT")
-	lazy := fset.Bool("lazy", false, "detach now, finish when the last open file is closed (umount -l)")
-	pos, err := parseInterspersed(fset, args)
-	if err != nil {
-		return err
+func newUnmountCommand() *cobra.Command {
+	var lazy bool
+	cmd := &cobra.Command{
+		Use:     "unmount [--lazy] MOUNTPOINT",
+		Aliases: []string{"umount"},
+		Short:   "flush and unmount",
+		Long: `Unmount MOUNTPOINT (as root with umount(2), otherwise with fusermount3 -u).
+Every closed file is already stored; open files make it fail unless --lazy.`,
+		Args: exactArgs(1, "exactly one MOUNTPOINT"),
+		RunE: func(_ *cobra.Command, args []string) error { return cmdUnmount(args[0], lazy) },
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return nil, cobra.ShellCompDirectiveFilterDirs
+		},
 	}
-	if len(pos) != 1 {
-		return usagef("want exactly one MOUNTPOINT, got %d arguments", len(pos))
-	}
-	mnt, err := filepath.Abs(pos[0])
+	g := newGroup("Options")
+	g.fs.BoolVarP(&lazy, "lazy", "l", false, "detach now, finish when the last open file is closed (umount -l)")
+	addGroups(cmd, g)
+	return cmd
+}
+
+func cmdUnmount(mountpoint string, lazy bool) error {
+	mnt, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
 	}
 	if !mounted(mnt) {
 		return fmt.Errorf("%s is not mounted", mnt)
 	}
-	if !*lazy {
+	if !lazy {
 		syncRoot(mnt)
 	}
 	if os.Geteuid() == 0 {
 		flags := 0
-		if *lazy {
+		if lazy {
 			flags = syscall.MNT_DETACH
 		}
 		if err := syscall.Unmount(mnt, flags); err != nil {
@@ -45,7 +58,7 @@ func cmdUnmount(args []string) error {
 		}
 	} else {
 		fa := []string{"-u"}
-		if *lazy {
+		if lazy {
 			fa = append(fa, "-z")
 		}
 		out, err := exec.Command("fusermount3", append(fa, mnt)...).CombinedOutput()

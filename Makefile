@@ -11,7 +11,7 @@ BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 # Tests find the pinned MinIO here (internal/miniotest); override to use another.
 export S3CRYPTFS_MINIO_BIN ?= $(TOOLS)/minio
 
-.PHONY: help build demo test test-deps test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
+.PHONY: help build demo install uninstall test test-deps test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,11 +19,37 @@ help: ## list targets
 build: ## build bin/s3cryptfs
 	$(GO) build -o bin/s3cryptfs ./cmd/s3cryptfs
 
-demo: build ## create a vault in ./vault (asks a passphrase) and mount it on ./mnt
+# A new vault's passphrase is asked once and handed to init and mount on
+# their stdin (a pipe: neither argv nor the environment holds it).
+demo: build ## create a vault in ./vault (asks a passphrase once) and mount it on ./mnt
 	@mkdir -p vault mnt
-	@[ -e vault/.s3cryptfs.conf.obj ] || ./bin/s3cryptfs init vault
-	./bin/s3cryptfs mount vault mnt
+	@if [ -e vault/.s3cryptfs.conf.obj ]; then ./bin/s3cryptfs mount vault mnt; else \
+	  read -rsp "Passphrase for the new vault in ./vault: " p && echo >&2 && \
+	  [ -n "$$p" ] || { echo "empty passphrase" >&2; exit 1; }; \
+	  printf '%s' "$$p" | ./bin/s3cryptfs init --passphrase-file /dev/stdin vault && \
+	  printf '%s' "$$p" | ./bin/s3cryptfs mount --passphrase-file /dev/stdin vault mnt; fi
 	@echo "mounted ./vault on ./mnt; unmount with: bin/s3cryptfs unmount mnt"
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging dir]: the binary in
+# BINDIR, the mount(8) helper mount.fuse.s3cryptfs (a link to it) in
+# HELPERDIR, and the bash and zsh completions. HELPERDIR stays /sbin
+# whatever PREFIX: mount(8) looks for helpers only in /sbin, /sbin/fs.d and
+# /sbin/fs (libmount's FS_SEARCH_PATH).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+HELPERDIR ?= /sbin
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+install: build ## install s3cryptfs, the mount helper /sbin/mount.fuse.s3cryptfs and completions (PREFIX, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(HELPERDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 0755 bin/s3cryptfs $(DESTDIR)$(BINDIR)/s3cryptfs
+	ln -sfn $(BINDIR)/s3cryptfs $(DESTDIR)$(HELPERDIR)/mount.fuse.s3cryptfs
+	./bin/s3cryptfs completion bash > $(DESTDIR)$(BASHCOMPDIR)/s3cryptfs
+	./bin/s3cryptfs completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_s3cryptfs
+
+uninstall: ## remove what install installed
+	rm -f $(DESTDIR)$(BINDIR)/s3cryptfs $(DESTDIR)$(HELPERDIR)/mount.fuse.s3cryptfs \
+	  $(DESTDIR)$(BASHCOMPDIR)/s3cryptfs $(DESTDIR)$(ZSHCOMPDIR)/_s3cryptfs
 
 test: build minio-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
 	$(GO) test -race -timeout 40m -count=1 ./...

@@ -169,3 +169,37 @@ func BenchmarkGetHit(b *testing.B) {
 		c.Get(Key{File: "f", Version: "v", Block: uint64(i % 256)})
 	}
 }
+
+// TestStatsBytes: Bytes follows what the cache holds through sets,
+// replacements, deletions and evictions, and never exceeds the budget.
+func TestStatsBytes(t *testing.T) {
+	c, err := New(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	k := Key{File: "f", Version: "v", Block: 0}
+	c.Set(k, block(1000, 1))
+	c.Wait()
+	if b := c.Stats().Bytes; b != 1000 {
+		t.Fatalf("after one 1000-byte block: %d bytes", b)
+	}
+	c.Set(k, block(300, 2)) // replaces
+	c.Wait()
+	if b := c.Stats().Bytes; b != 300 {
+		t.Fatalf("after replacing it with 300 bytes: %d bytes", b)
+	}
+	c.Del(k)
+	c.Wait()
+	if b := c.Stats().Bytes; b != 0 {
+		t.Fatalf("after deleting it: %d bytes", b)
+	}
+	for i := range 200 {
+		c.Set(Key{File: "g", Version: "v", Block: uint64(i)}, block(4096, byte(i)))
+		c.Wait()
+	}
+	st := c.Stats()
+	if st.Bytes <= 0 || st.Bytes > 64<<10 || st.Bytes%4096 != 0 {
+		t.Fatalf("after 200 x 4 KiB into 64 KiB: %d bytes (%d evictions)", st.Bytes, st.Evictions)
+	}
+}

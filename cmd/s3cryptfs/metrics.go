@@ -134,6 +134,15 @@ func (c *countingFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 	return n, st
 }
 
+// Writev is what go-fuse calls for WRITE (Write only if it returns ENOSYS).
+func (c *countingFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	n, st := c.RawFileSystem.Writev(cancel, in, data)
+	if st == fuse.OK {
+		c.m.written.Add(float64(n))
+	}
+	return n, st
+}
+
 func (c *countingFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := c.RawFileSystem.Open(cancel, in, out)
 	if st == fuse.OK {

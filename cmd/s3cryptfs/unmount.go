@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,6 +61,9 @@ func cmdUnmount(mountpoint string, lazy bool) error {
 		fa := []string{"-u"}
 		if lazy {
 			fa = append(fa, "-z")
+		}
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			return errors.New("fusermount3 not found in PATH: users other than root unmount with it; install fuse3 (apt-get install fuse3)")
 		}
 		out, err := exec.Command("fusermount3", append(fa, mnt)...).CombinedOutput()
 		if err != nil {

@@ -529,8 +529,11 @@ func TestServerSideEncryption(t *testing.T) {
 	})
 }
 
-// TestMountErrors: bad stores and options give a clear message, a non-zero
-// exit, and no mount.
+// TestMountErrors: each common mistake gives a non-zero exit, one line
+// naming the cause and the fix (a usage error adds a pointer to --help),
+// and no mount. fusermount3 missing and --allow-other without
+// user_allow_other, which concern users other than root, are in
+// TestNonRootMount.
 func TestMountErrors(t *testing.T) {
 	st := newStore(t, "minio")
 	pf := passFile(t, passphrase)
@@ -542,47 +545,126 @@ func TestMountErrors(t *testing.T) {
 	if err := os.WriteFile(kfOpen, bytes.Repeat([]byte{7}, 32), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	shortKey := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(shortKey, bytes.Repeat([]byte{7}, 16), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st.init(t)
+	empty := newStore(t, "minio") // no vault in it
+	missingMnt := func(t *testing.T) string { return filepath.Join(t.TempDir(), "no", "such", "dir") }
+	nonEmptyMnt := func(t *testing.T) string {
+		d := t.TempDir()
+		writeFile(t, filepath.Join(d, "precious"), "x")
+		return d
+	}
+	noCreds := []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_SHARED_CREDENTIALS_FILE=/nonexistent", "AWS_CONFIG_FILE=/nonexistent"}
+	// A mount namespace whose /dev is an empty tmpfs (but for a null
+	// device file): a machine without /dev/fuse.
+	noDevFuse := []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs none /dev && : > /dev/null && exec "$0" "$@"`}
 	cases := []struct {
-		name string
-		spec string
-		env  []string
-		args []string
-		code int
-		msg  string
+		name   string
+		spec   string
+		env    []string
+		args   []string
+		mnt    func(t *testing.T) string // default: a new empty directory
+		prefix []string                  // runs the binary under this command
+		code   int
+		msg    []string // all in the first line of stderr
 	}{
-		{"unknown bucket", "s3://no-such-bucket-s3cryptfs", nil, nil, 1, "no-such-bucket"},
-		{"missing credentials", st.spec, []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_EC2_METADATA_DISABLED=true",
-			"AWS_SHARED_CREDENTIALS_FILE=/nonexistent", "AWS_CONFIG_FILE=/nonexistent"}, nil, 1, "credential"},
-		{"SSE-C over http", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9", "--allow-http", "--sse", "c", "--sse-c-key-file", kf}, 1, "http"},
-		{"SSE-C key file readable by others", st.spec, nil, []string{"--sse", "c", "--sse-c-key-file", kfOpen}, 1, "chmod 600"},
-		{"http without opt-in", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9"}, 1, "--allow-http"},
-		{"bad sse value", st.spec, nil, []string{"--sse", "rot13"}, 2, "--sse"},
-		{"unknown option", st.spec, nil, []string{"--no-such-option"}, 2, "no-such-option"},
+		{"unknown bucket", "s3://no-such-bucket-s3cryptfs", nil, nil, nil, nil, 1, []string{"no-such-bucket-s3cryptfs", "does not exist", "check the bucket name"}},
+		{"missing credentials", st.spec, noCreds, nil, nil, nil, 1, []string{"no usable AWS credentials", "AWS_ACCESS_KEY_ID"}},
+		{"wrong endpoint", st.spec, nil, []string{"--endpoint", "https://no-such-host.invalid:9000"}, nil, nil, 1, []string{"cannot reach the S3 endpoint https://no-such-host.invalid:9000", "no such host", "check --endpoint"}},
+		{"wrong region", st.spec, []string{"AWS_REGION=ap-south-2"}, nil, nil, nil, 1, []string{"not ap-south-2", "set the region to"}},
+		{"no vault", empty.spec, nil, nil, nil, nil, 1, []string{"no vault config", "run `s3cryptfs init`"}},
+		{"wrong passphrase", st.spec, nil, []string{"--passphrase-file", passFile(t, "wrong")}, nil, nil, 1, []string{"wrong passphrase or key file"}},
+		{"mountpoint missing", st.spec, nil, nil, missingMnt, nil, 1, []string{"does not exist", "mkdir -p"}},
+		{"mountpoint not empty", st.spec, nil, nil, nonEmptyMnt, nil, 1, []string{"is not empty", "--allow-non-empty"}},
+		{"no /dev/fuse", st.spec, nil, nil, nil, noDevFuse, 1, []string{"/dev/fuse does not exist", "modprobe fuse"}},
+		{"SSE-C key of 16 bytes", st.spec, nil, []string{"--sse", "c", "--sse-c-key-file", shortKey}, nil, nil, 1, []string{"32 raw bytes", "got 16 bytes"}},
+		{"SSE-C over http", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9", "--allow-http", "--sse", "c", "--sse-c-key-file", kf}, nil, nil, 1, []string{"http"}},
+		{"SSE-C key file readable by others", st.spec, nil, []string{"--sse", "c", "--sse-c-key-file", kfOpen}, nil, nil, 1, []string{"chmod 600"}},
+		{"http without opt-in", st.spec, nil, []string{"--endpoint", "http://127.0.0.1:9"}, nil, nil, 1, []string{"--allow-http"}},
+		{"invalid size", st.spec, nil, []string{"--cache-size", "lots"}, nil, nil, 2, []string{`invalid size "lots"`, "--cache-size"}},
+		{"invalid size in -o", st.spec, nil, []string{"-o", "max_dirty=12XB"}, nil, nil, 2, []string{"-o max_dirty=12XB", "invalid size"}},
+		{"invalid duration", st.spec, nil, []string{"--attr-timeout", "5"}, nil, nil, 2, []string{"--attr-timeout", `duration like "30s"`}},
+		{"bad sse value", st.spec, nil, []string{"--sse", "rot13"}, nil, nil, 2, []string{"--sse must be none, s3, kms or c"}},
+		{"unknown option", st.spec, nil, []string{"--no-such-option"}, nil, nil, 2, []string{"no-such-option"}},
+		{"unknown -o option", st.spec, nil, []string{"-o", "no_such_option"}, nil, nil, 2, []string{"unknown mount option", "no_such_option"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			mnt := t.TempDir()
+			if c.mnt != nil {
+				mnt = c.mnt(t)
+			}
 			args := append([]string{"mount", "--passphrase-file", pf, "--log-file", filepath.Join(t.TempDir(), "log")}, st.args...)
 			args = append(append(args, c.args...), c.spec, mnt)
-			r := st.run(t, c.env, args...)
+			start := time.Now()
+			var r result
+			if c.prefix != nil {
+				r = runCmd(t, append(append(os.Environ(), st.env...), c.env...), c.prefix[0], append(append(c.prefix[1:], binary), args...)...)
+			} else {
+				r = st.run(t, c.env, args...)
+			}
 			t.Cleanup(func() {
 				if isMounted(mnt) {
 					syscall.Unmount(mnt, unix.MNT_DETACH)
 				}
 			})
-			if r.code != c.code || !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(c.msg)) {
-				t.Fatalf("exit %d (want %d), stderr %q (want it to mention %q)", r.code, c.code, r.stderr, c.msg)
+			first, rest, _ := strings.Cut(strings.TrimSpace(r.stderr), "\n")
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d; stderr %q", r.code, c.code, r.stderr)
+			}
+			for _, m := range c.msg {
+				if !strings.Contains(first, m) {
+					t.Errorf("first line %q does not say %q", first, m)
+				}
+			}
+			if c.code == 1 && rest != "" || c.code == 2 && !strings.HasPrefix(rest, "(see s3cryptfs mount --help)") {
+				t.Errorf("more than the one line: %q", r.stderr)
 			}
 			if isMounted(mnt) {
 				t.Fatal("something was mounted")
 			}
+			t.Logf("%v: %s", time.Since(start).Round(time.Millisecond), first)
 		})
 	}
+
+	// A mount whose process was killed leaves a dead mountpoint: mount
+	// says so and how to clear it; after that, the mount works.
+	dead := st.mount(t)
+	writeFile(t, dead.path("f"), "survives")
+	if err := syscall.Kill(daemonPID(t, dead.dir), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(dead.dir); errors.Is(err, syscall.ENOTCONN) {
+			break
+		} else if i == 100 {
+			t.Fatalf("killed mount's stat: %v, want ENOTCONN", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	args := append([]string{"mount", "--passphrase-file", pf, "--log-file", dead.log}, st.args...)
+	r := st.run(t, nil, append(args, st.spec, dead.dir)...)
+	if lazy := "s3cryptfs unmount --lazy " + dead.dir; r.code != 1 || !strings.Contains(r.stderr, lazy) {
+		t.Fatalf("mount over a dead mount: exit %d %q; want exit 1 saying %s", r.code, r.stderr, lazy)
+	}
+	if r := st.run(t, nil, "unmount", "--lazy", dead.dir); r.code != 0 || isMounted(dead.dir) {
+		t.Fatalf("unmount --lazy of the dead mount: exit %d %s", r.code, r.stderr)
+	}
+	if r := st.run(t, nil, append(args, st.spec, dead.dir)...); r.code != 0 {
+		t.Fatalf("mount after clearing the dead mount: exit %d %s", r.code, r.stderr)
+	}
+	wantContent(t, dead.path("f"), "survives")
+	dead.unmount()
+
 	// A second mount on a mountpoint in use is refused.
-	st.init(t)
 	m := st.mount(t)
-	args := append([]string{"mount", "--passphrase-file", pf}, st.args...)
-	if r := st.run(t, nil, append(args, st.spec, m.dir)...); r.code != 1 || !strings.Contains(r.stderr, "already") {
+	args = append([]string{"mount", "--passphrase-file", pf}, st.args...)
+	if r := st.run(t, nil, append(args, st.spec, m.dir)...); r.code != 1 || !strings.Contains(r.stderr, "already a mountpoint") || !strings.Contains(r.stderr, "unmount it first") {
 		t.Fatalf("mount over a mount: exit %d, %q", r.code, r.stderr)
 	}
 	writeFile(t, m.path("still"), "works")
@@ -591,7 +673,7 @@ func TestMountErrors(t *testing.T) {
 		t.Fatalf("unmount of a non-mountpoint: exit %d, %q", r.code, r.stderr)
 	}
 
-	r := st.run(t, nil, "mount", st.spec)
+	r = st.run(t, nil, "mount", st.spec)
 	if r.code != 2 {
 		t.Fatalf("mount with one operand: exit %d, want 2", r.code)
 	}

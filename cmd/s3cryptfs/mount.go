@@ -35,22 +35,23 @@ import (
 
 // mountFlags are the options of `s3cryptfs mount`.
 type mountFlags struct {
-	store      storeFlags
-	secret     secretFlags
-	clientEnc  bool
-	cacheSize  byteSize
-	readOnly   bool
-	noExec     bool
-	allowOther bool
-	logLevel   string
-	logFile    string
-	foreground bool
-	uid, gid   int
-	attrTTL    time.Duration
-	maxDirty   byteSize
-	spoolDir   string
-	fuseDebug  bool
-	options    []string // -o, applied over the other flags (options.go)
+	store         storeFlags
+	secret        secretFlags
+	clientEnc     bool
+	cacheSize     byteSize
+	readOnly      bool
+	noExec        bool
+	allowOther    bool
+	logLevel      string
+	logFile       string
+	foreground    bool
+	uid, gid      int
+	attrTTL       time.Duration
+	maxDirty      byteSize
+	spoolDir      string
+	fuseDebug     bool
+	allowNonEmpty bool
+	options       []string // -o, applied over the other flags (options.go)
 
 	metricsAddr        string
 	metricsAllowRemote bool
@@ -78,6 +79,7 @@ func (m *mountFlags) groups() []flagGroup {
 	mnt.fs.IntVar(&m.uid, "uid", -1, "owner shown for objects without ownership metadata (-1: the mounting user)")
 	mnt.fs.IntVar(&m.gid, "gid", -1, "group shown for objects without ownership metadata (-1: the mounting group)")
 	mnt.fs.DurationVar(&m.attrTTL, "attr-timeout", time.Second, "how long attributes and directory entries are cached (0: re-check every time)")
+	mnt.fs.BoolVar(&m.allowNonEmpty, "allow-non-empty", false, "mount over a directory that holds files (hidden while mounted)")
 	mnt.fs.BoolVar(&m.foreground, "foreground", false, "stay in the foreground, logging to stderr (or --log-file)")
 	mnt.fs.IntVar(&m.readyFD, "ready-fd", 0, "internal: report readiness on this descriptor")
 	mnt.fs.IntVar(&m.secretFD, "secret-fd", 0, "internal: read the vault secret from this descriptor")
@@ -135,6 +137,9 @@ func runMount(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 	if err := m.secret.validate(); err != nil {
 		return err
 	}
+	if err := m.store.checkSSECKey(); err != nil {
+		return err
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(m.logLevel)); err != nil {
 		return usagef("--log-level must be debug, info, warn or error, not %q", m.logLevel)
@@ -146,8 +151,18 @@ func runMount(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkMountpoint(mnt); err != nil {
+	if err := checkMountpoint(mnt, m.allowNonEmpty); err != nil {
 		return err
+	}
+	// Checked here, before a passphrase is asked for, rather than left
+	// to fail in go-fuse with less telling messages.
+	if err := checkDevFuse(); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		if err := checkUnprivilegedMount(m.allowOther); err != nil {
+			return err
+		}
 	}
 	// go-fuse's debug log prints file names, symlink targets and the first
 	// bytes of every read and write: only on an explicit flag, and loudly
@@ -165,8 +180,9 @@ func runMount(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 }
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory,
-// or already mounted (including a dead FUSE mount), each with the fix.
-func checkMountpoint(mnt string) error {
+// already mounted (including a dead FUSE mount), or not empty (most often
+// the wrong directory; its files would be hidden), each with the fix.
+func checkMountpoint(mnt string, allowNonEmpty bool) error {
 	st, err := os.Stat(mnt)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
@@ -180,6 +196,20 @@ func checkMountpoint(mnt string) error {
 	}
 	if mounted(mnt) {
 		return fmt.Errorf("%s is already a mountpoint: unmount it first (`s3cryptfs unmount %s`)", mnt, shellQuote(mnt))
+	}
+	if allowNonEmpty || mountType(mnt) == "autofs" {
+		// (Listing an autofs mountpoint would trigger the very mount
+		// being made.)
+		return nil
+	}
+	d, err := os.Open(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	names, _ := d.Readdirnames(1)
+	d.Close()
+	if len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty: the mount would hide its files; choose an empty directory, or pass --allow-non-empty", mnt)
 	}
 	return nil
 }
@@ -395,11 +425,6 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		log.Info("pprof listening", "addr", addr)
 	}
 
-	if os.Geteuid() != 0 {
-		if err := checkUnprivilegedMount(m.allowOther); err != nil {
-			return err
-		}
-	}
 	var mm *mountMetrics
 	if m.metricsAddr != "" {
 		mm = newMountMetrics()
@@ -664,18 +689,33 @@ func readObject(ctx context.Context, st backend.Store, key string) ([]byte, erro
 }
 
 // mounted reports whether path is a mountpoint (per /proc/self/mountinfo).
+// An autofs mount does not count: systemd's automount (x-systemd.automount)
+// sits there and runs mount(8) on first access, which mounts over it.
 func mounted(path string) bool {
+	return mountType(path) != "" && mountType(path) != "autofs"
+}
+
+// mountType is the type of the last filesystem mounted on path ("" if
+// none).
+func mountType(path string) string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return ""
 	}
+	typ := ""
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 4 && unescapeMount(f[4]) == path {
-			return true
+			// The optional fields end at "-"; the type follows.
+			for i := 5; i+1 < len(f); i++ {
+				if f[i] == "-" {
+					typ = f[i+1]
+					break
+				}
+			}
 		}
 	}
-	return false
+	return typ
 }
 
 // unescapeMount decodes the \NNN octal escapes of /proc/self/mountinfo.

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -96,13 +99,9 @@ func openStore(ctx context.Context, spec string, s *storeFlags) (backend.Store, 
 		KMSKeyID:  s.kmsKeyID,
 	}
 	if s.sse == "c" {
-		b, err := readSecretFile(s.ssecKeyFil, "SSE-C key file")
+		key, err := s.readSSECKey()
 		if err != nil {
-			return nil, fmt.Errorf("--sse-c-key-file: %w", err)
-		}
-		key, err := s3.ParseSSECKey(b, s.ssecKeyFil)
-		if err != nil {
-			return nil, fmt.Errorf("--sse-c-key-file: %w", err)
+			return nil, err
 		}
 		cfg.SSECKey = key
 	}
@@ -110,7 +109,59 @@ func openStore(ctx context.Context, spec string, s *storeFlags) (backend.Store, 
 	// store, on the endpoint from any source and on every request.
 	st, err := s3.New(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", spec, err)
+		return nil, explainStoreError(spec, s.endpointName(), err)
 	}
 	return st, nil
+}
+
+// explainStoreError turns a failure to reach the endpoint, which the SDK
+// reports after its retries inside a long chain, into one line naming the
+// endpoint, the network error and what to check.
+func explainStoreError(spec, endpoint string, err error) error {
+	var dns *net.DNSError
+	var op *net.OpError
+	var cause error
+	switch {
+	case errors.As(err, &dns):
+		cause = dns
+	case errors.As(err, &op) && op.Op == "dial":
+		cause = op
+	default:
+		return fmt.Errorf("store %s: %w", spec, err)
+	}
+	return fmt.Errorf("store %s: cannot reach the S3 endpoint %s (%v): check --endpoint (or AWS_ENDPOINT_URL_S3), --region and the network", spec, endpoint, cause)
+}
+
+// endpointName is the endpoint as messages name it: the option, else the
+// environment the SDK reads, else AWS.
+func (s *storeFlags) endpointName() string {
+	for _, e := range []string{s.endpoint, os.Getenv("AWS_ENDPOINT_URL_S3"), os.Getenv("AWS_ENDPOINT_URL")} {
+		if e != "" {
+			return e
+		}
+	}
+	return "AWS S3"
+}
+
+// readSSECKey reads and checks the --sse-c-key-file (mode, format).
+func (s *storeFlags) readSSECKey() ([]byte, error) {
+	b, err := readSecretFile(s.ssecKeyFil, "SSE-C key file")
+	if err != nil {
+		return nil, fmt.Errorf("--sse-c-key-file: %w", err)
+	}
+	key, err := s3.ParseSSECKey(b, s.ssecKeyFil)
+	if err != nil {
+		return nil, fmt.Errorf("--sse-c-key-file: %w", err)
+	}
+	return key, nil
+}
+
+// checkSSECKey reads the SSE-C key file, so that a bad one is reported
+// before a passphrase is asked for (the background mount reads it again).
+func (s *storeFlags) checkSSECKey() error {
+	if s.sse != "c" {
+		return nil
+	}
+	_, err := s.readSSECKey()
+	return err
 }

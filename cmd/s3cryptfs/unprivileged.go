@@ -18,12 +18,9 @@ var fuseConf = "/etc/fuse.conf"
 
 // checkUnprivilegedMount catches, before anything is opened, what makes a
 // mount by a user other than root fail inside go-fuse with a less helpful
-// message: no /dev/fuse, no fusermount3 (the set-uid helper that mounts for
+// message: no fusermount3 (the set-uid helper that mounts for
 // them), and --allow-other without user_allow_other in /etc/fuse.conf.
 func checkUnprivilegedMount(allowOther bool) error {
-	if err := checkDevFuse(); err != nil {
-		return err
-	}
 	if _, err := exec.LookPath("fusermount3"); err != nil {
 		return errors.New("fusermount3 not found in PATH: users other than root mount FUSE filesystems with it; install fuse3 (apt-get install fuse3)")
 	}

@@ -55,10 +55,11 @@ test: build minio-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mo
 	$(GO) test -race -timeout 40m -count=1 ./...
 
 # Debian packages the tests run: fusermount3 (fuse3), fio, getfattr/setfattr
-# (attr), systemd-analyze (systemd, to check the documented units), useradd
-# (passwd, for the unprivileged-user test), mount(8). Installed with apt-get when missing and running as root; otherwise
-# the command to run is printed and the target fails.
-TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd useradd:passwd mount:mount
+# (attr), systemd-analyze (systemd: the documented units are verified),
+# useradd (passwd), mount(8) and unshare (mount). Installed with apt-get
+# when missing and running as root; otherwise the command to run is printed
+# and the target fails.
+TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd mount:mount unshare:util-linux
 test-deps: ## install the Debian packages the tests need (fuse3, fio, attr, systemd, passwd, mount) if missing
 	@need=(); for p in $(TEST_PKGS); do command -v "$${p%%:*}" >/dev/null || need+=("$${p#*:}"); done; \
 	  if [ $${#need[@]} -eq 0 ]; then exit 0; fi; \

@@ -276,3 +276,56 @@ func TestSystemdUnitExamples(t *testing.T) {
 		t.Fatalf("systemd-analyze verify did not catch a misspelt key: %q", out)
 	}
 }
+
+// TestMakeDemo: make demo creates and mounts a new vault asking for the
+// passphrase once (given on stdin here), and the mount works. Skipped if
+// the checkout already has a ./vault, which it would reuse.
+func TestMakeDemo(t *testing.T) {
+	requireFUSE(t)
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, mnt := filepath.Join(root, "vault"), filepath.Join(root, "mnt")
+	if _, err := os.Stat(vault); err == nil {
+		t.Skipf("%s exists: not touching it", vault)
+	}
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			syscall.Unmount(mnt, unix.MNT_DETACH)
+		}
+		os.RemoveAll(vault)
+		os.Remove(mnt)
+	})
+	// On a terminal (script(1) makes one), as a person would run it:
+	// bash's read shows its prompt only there.
+	// Bounded: a demo that asks again waits for input forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "script", "-q", "-e", "-c", "make -s -C "+root+" demo", "/dev/null")
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Stdin = strings.NewReader("demo passphrase\n")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("make demo: %v\n%s%s", err, out.String(), errb.String())
+	}
+	// Prompts end in ':'; the typed-ahead input echoed by the terminal
+	// does not.
+	if n := len(regexp.MustCompile(`(?i)passphrase[^\n]*:`).FindAllString(out.String(), -1)); n != 1 {
+		t.Fatalf("make demo asked %d times for the passphrase:\n%s", n, out.String())
+	}
+	writeFile(t, filepath.Join(mnt, "demo.txt"), "demo")
+	wantContent(t, filepath.Join(mnt, "demo.txt"), "demo")
+	if r := runCmd(t, os.Environ(), filepath.Join(root, "bin/s3cryptfs"), "unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount: %d %s", r.code, r.stderr)
+	}
+	// The vault opens with that passphrase.
+	st := &store{kind: "local", spec: vault, dir: vault}
+	m, r := st.tryMount(t, "--passphrase-file", passFile(t, "demo passphrase"))
+	if r.code != 0 {
+		t.Fatalf("mount the demo vault: %d %s", r.code, r.stderr)
+	}
+	wantContent(t, m.path("demo.txt"), "demo")
+	m.unmount()
+}

@@ -25,7 +25,7 @@ type initFlags struct {
 
 func newInitCommand() *cobra.Command {
 	var f initFlags
-	sec := newGroup("Vault secret (first given wins: key file, passphrase file, command, $S3CRYPTFS_PASSPHRASE, prompt)")
+	sec := newGroup("Vault secret (at most one of these; else $S3CRYPTFS_PASSPHRASE, else a prompt)")
 	f.secret.register(sec.fs, "use a key file (32 bytes as 64 hex digits or base64, mode 0600) instead of a passphrase")
 	sec.fs.StringVar(&f.newKeyFile, "new-key-file", "", "create this key file (a new random key in base64, mode 0600; never overwrites) and use it instead of a passphrase")
 	vault := newGroup("Vault")

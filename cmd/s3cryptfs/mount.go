@@ -63,7 +63,7 @@ type mountFlags struct {
 
 // groups registers the options, in the sections of the help.
 func (m *mountFlags) groups() []flagGroup {
-	sec := newGroup("Vault secret (first given wins: key file, passphrase file, command, $S3CRYPTFS_PASSPHRASE, prompt)")
+	sec := newGroup("Vault secret (at most one of these; else $S3CRYPTFS_PASSPHRASE, else a prompt)")
 	m.secret.register(sec.fs, "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
 	sec.fs.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
 
@@ -442,8 +442,8 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		return err
 	}
 	if mm != nil {
-		// Wrapped after opening: the vault config read below is counted
-		// too, which is what the store served.
+		// Wrapped before the vault config is read, so that every
+		// request of the mount is counted.
 		ms, err := metrics.New(st, mm.reg)
 		if err != nil {
 			return err

@@ -56,11 +56,11 @@ test: build minio-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mo
 
 # Debian packages the tests run: fusermount3 (fuse3), fio, getfattr/setfattr
 # (attr), systemd-analyze (systemd: the documented units are verified),
-# useradd (passwd), mount(8) and unshare (mount). Installed with apt-get
+# mount(8), unshare (util-linux) and script (bsdutils). Installed with apt-get
 # when missing and running as root; otherwise the command to run is printed
 # and the target fails.
-TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd mount:mount unshare:util-linux
-test-deps: ## install the Debian packages the tests need (fuse3, fio, attr, systemd, passwd, mount) if missing
+TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd mount:mount unshare:util-linux script:bsdutils
+test-deps: ## install the Debian packages the tests need (fuse3, fio, attr, systemd, ...) if missing
 	@need=(); for p in $(TEST_PKGS); do command -v "$${p%%:*}" >/dev/null || need+=("$${p#*:}"); done; \
 	  if [ $${#need[@]} -eq 0 ]; then exit 0; fi; \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/fs"
 )
 
 // checkMetricsAddr refuses a --metrics-addr that is not HOST:PORT, or whose
@@ -88,6 +89,24 @@ func (m *mountMetrics) registerCache(bc *cache.Cache) {
 			stat(func(s cache.Stats) float64 { return float64(s.Evictions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3cryptfs_cache_bytes", Help: "Bytes of decrypted blocks held in the cache."},
 			stat(func(s cache.Stats) float64 { return float64(s.Bytes) })),
+	)
+}
+
+// registerWriteBack exposes the background uploads of --write-back (all
+// zero without it).
+func (m *mountMetrics) registerWriteBack(fsys *fs.FS) {
+	stat := func(f func(fs.WriteBackStats) float64) func() float64 {
+		return func() float64 { return f(fsys.WriteBackStats()) }
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3cryptfs_writeback_pending_files", Help: "Closed files waiting for or in their background upload (--write-back)."},
+			stat(func(s fs.WriteBackStats) float64 { return float64(s.Pending) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3cryptfs_writeback_pending_bytes", Help: "Their sizes."},
+			stat(func(s fs.WriteBackStats) float64 { return float64(s.PendingBytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_writeback_uploads_total", Help: "Background uploads completed."},
+			stat(func(s fs.WriteBackStats) float64 { return float64(s.Uploaded) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_writeback_failures_total", Help: "Files whose background upload gave up after its retries (the data stays in the mount)."},
+			stat(func(s fs.WriteBackStats) float64 { return float64(s.Failed) })),
 	)
 }
 

@@ -49,6 +49,9 @@ type mountFlags struct {
 	attrTTL       time.Duration
 	maxDirty      byteSize
 	spoolDir      string
+	writeBack     bool
+	wbParallel    int
+	wbMax         byteSize
 	fuseDebug     bool
 	allowNonEmpty bool
 	options       []string // -o, applied over the other flags (options.go)
@@ -93,13 +96,19 @@ func (m *mountFlags) groups() []flagGroup {
 	mem.fs.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file")
 	mem.fs.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
 
+	up := newGroup("Uploads")
+	up.fs.BoolVar(&m.writeBack, "write-back", false, "close returns before the upload, which runs in the background (fsync, unmount and SIGTERM still wait; see SEMANTICS.md)")
+	up.fs.IntVar(&m.wbParallel, "write-back-parallel", fs.DefaultWriteBackParallel, "uploads running at once with --write-back")
+	m.wbMax = fs.DefaultWriteBackMaxBytes
+	up.fs.Var(&m.wbMax, "write-back-max", "with --write-back, close waits while more than this is waiting to be uploaded")
+
 	lg := newGroup("Logging and metrics")
 	lg.fs.StringVar(&m.logFile, "log-file", "", "log file of the background mount (default: s3cryptfs-<mountpoint>.log in $XDG_RUNTIME_DIR, else in $XDG_STATE_HOME/s3cryptfs or ~/.local/state/s3cryptfs, else /run/s3cryptfs for root)")
 	lg.fs.StringVar(&m.logLevel, "log-level", "info", "debug, info, warn or error")
 	lg.fs.BoolVar(&m.fuseDebug, "fuse-debug", false, "log every FUSE request, INCLUDING FILE NAMES, SYMLINK TARGETS AND THE FIRST BYTES OF FILE DATA (debugging only)")
 	lg.fs.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off by default; loopback only unless --metrics-allow-remote)")
 	lg.fs.BoolVar(&m.metricsAllowRemote, "metrics-allow-remote", false, "let --metrics-addr listen on a non-loopback address (the endpoint has no authentication)")
-	return []flagGroup{sec, st, mnt, mem, lg}
+	return []flagGroup{sec, st, mnt, mem, up, lg}
 }
 
 func newMountCommand() *cobra.Command {
@@ -496,9 +505,13 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		Store: st, Engine: eng, Keys: keys, ReadOnly: m.readOnly,
 		UID: uid, GID: gid, AttrTimeout: ttl, Logger: log,
 		MaxNameLen: maxNameLen(spec),
+		WriteBack:  m.writeBack, WriteBackParallel: m.wbParallel, WriteBackMaxBytes: int64(m.wbMax),
 	})
 	if err != nil {
 		return err
+	}
+	if mm != nil {
+		mm.registerWriteBack(fsys)
 	}
 	opts := fsys.MountOptions()
 	opts.FsName = spec

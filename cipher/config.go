@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// Config layout (docs/FORMAT.md, "Vault config"). Every field has a fixed
+// Config layout (docs/FORMAT.md, "Vault config, version 1"). Every field has a fixed
 // offset so the parser never allocates from a length it read.
 const (
 	configMagic      = "S3CFVLT\x00"

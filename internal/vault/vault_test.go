@@ -16,10 +16,15 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/backend/s3"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/internal/kmstest"
 	"github.com/s3cryptfs/s3cryptfs/internal/miniotest"
 )
 
-func TestMain(m *testing.M) { os.Exit(miniotest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := miniotest.Main(m)
+	kmstest.StopShared()
+	os.Exit(code)
+}
 
 var (
 	pass1 = []byte("first passphrase")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	sha256simd "github.com/minio/sha256-simd"
 	"golang.org/x/crypto/argon2"
@@ -855,5 +856,90 @@ func (u *Unlocked) DropKey(id KeyID) (*Unlocked, error) {
 		return nil, fmt.Errorf("cipher: drop key: %w", err)
 	}
 	n.masters = append(n.masters[:i:i], n.masters[i+1:]...)
+	return n.seal()
+}
+
+// Rekey returns the vault with a new random config key: every slot is
+// rewrapped under it (fresh nonces; salts and so the slots' secrets stay),
+// the keyring resealed. Afterwards no earlier copy of the config, with any
+// secret it held, opens the keyring of this one (or of any later one): the
+// step that makes removing a slot a revocation (docs/FORMAT.md).
+//
+// Rewrapping a slot needs its wrapping key: the slot that unlocked u has
+// it; every other passphrase, key file or recovery key slot needs its
+// secret among secrets (each is tried on the slots of its kind); KMS slots
+// are re-encrypted with encrypt (nil if there are none). A slot that
+// cannot be rewrapped fails the whole change, naming it: remove it first.
+func (u *Unlocked) Rekey(secrets []Secret, encrypt KMSEncrypt) (*Unlocked, error) {
+	n, err := u.rekey(secrets, encrypt)
+	if err != nil {
+		return nil, fmt.Errorf("cipher: rekey: %w", err)
+	}
+	return n, nil
+}
+
+func (u *Unlocked) rekey(secrets []Secret, encrypt KMSEncrypt) (*Unlocked, error) {
+	n, err := u.clone()
+	if err != nil {
+		return nil, err
+	}
+	old := n.cfg // the slots, still wrapping the old config key
+	keks := make([][]byte, len(old.v2.slots))
+	var missing []string
+	for i := range old.v2.slots {
+		s := &old.v2.slots[i]
+		switch {
+		case s.kind == SlotKMS:
+			if encrypt == nil {
+				missing = append(missing, fmt.Sprintf("slot %d (KMS key %s: no KMS to re-encrypt with)", i, s.kmsKeyID))
+			}
+			continue
+		case i == n.slot && n.kek != nil:
+			keks[i] = n.kek
+			continue
+		}
+		for _, sec := range secrets {
+			if sec.Kind != s.kind {
+				continue
+			}
+			kek, err := slotKEK(s, sec.Key)
+			if err != nil {
+				continue
+			}
+			if ck, err := newGCM(kek).Open(nil, s.nonce[:], s.wrapped[:], old.slotAD(s)); err == nil &&
+				subtle.ConstantTimeCompare(ck, n.configKey) == 1 {
+				keks[i] = kek
+				break
+			}
+		}
+		if keks[i] == nil {
+			missing = append(missing, fmt.Sprintf("slot %d (%s: its secret was not given)", i, s.kind))
+		}
+	}
+	if missing != nil {
+		return nil, fmt.Errorf("cannot rewrap %s; give their secrets, or remove those slots first",
+			strings.Join(missing, ", "))
+	}
+	n.configKey = make([]byte, configKeySize)
+	if _, err := io.ReadFull(n.rand, n.configKey); err != nil {
+		return nil, fmt.Errorf("random config key: %w", err)
+	}
+	for i := range n.cfg.v2.slots {
+		s := &n.cfg.v2.slots[i]
+		if s.kind == SlotKMS {
+			blob, err := encrypt(s.kmsKeyID, bytes.Clone(n.configKey), n.cfg.KMSContext())
+			if err != nil {
+				return nil, fmt.Errorf("slot %d: %w", i, err)
+			}
+			if len(blob) == 0 || len(blob) > maxKMSBlob {
+				return nil, fmt.Errorf("slot %d: KMS returned a ciphertext of %d bytes, want 1..%d", i, len(blob), maxKMSBlob)
+			}
+			s.kmsBlob = bytes.Clone(blob)
+			continue
+		}
+		if err := n.wrapSlot(s, keks[i]); err != nil {
+			return nil, err
+		}
+	}
 	return n.seal()
 }

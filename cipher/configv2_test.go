@@ -630,3 +630,58 @@ func TestRecoveryKeyFormat(t *testing.T) {
 		t.Fatalf("zero key prints as %s", got)
 	}
 }
+
+// TestConfigV2Rekey: removing a slot alone leaves the config key, so the
+// removed secret with an old copy of the config still opens the current
+// keyring; after Rekey it does not, while every remaining slot still opens.
+func TestConfigV2Rekey(t *testing.T) {
+	kms := newFakeKMS()
+	u := fullVault(t, kms) // passphrase, key file, recovery, KMS
+	oldCopy := reparse(t, u.Config())
+	leaked := KeyFile(testKeyFile)
+	removed, err := u.RemoveSlot(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromOld, err := oldCopy.UnlockSecret(leaked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reparse(t, removed.Config()).openKeyring(fromOld.configKey, 0, rand.Reader); err != nil {
+		t.Fatalf("without a rekey, the old copy's config key should still open the keyring (the documented limit): %v", err)
+	}
+	// Rekey needs every remaining slot's secret (or KMS).
+	if _, err := removed.Rekey(nil, kms.encrypt); err == nil || !strings.Contains(err.Error(), "slot 1 (recovery key") {
+		t.Fatalf("Rekey without the recovery key: %v", err)
+	}
+	if _, err := removed.Rekey([]Secret{RecoveryKey(testRecovery)}, nil); err == nil || !strings.Contains(err.Error(), "KMS") {
+		t.Fatalf("Rekey without KMS: %v", err)
+	}
+	if _, err := removed.Rekey([]Secret{RecoveryKey(pattern(32, 3))}, kms.encrypt); err == nil {
+		t.Fatal("Rekey with a wrong recovery key")
+	}
+	rk, err := removed.Rekey([]Secret{RecoveryKey(testRecovery)}, kms.encrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := reparse(t, rk.Config())
+	if _, err := c.openKeyring(fromOld.configKey, 0, rand.Reader); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("after Rekey the old config key opens the keyring: %v", err)
+	}
+	ids := u.Keys().KeyIDs()
+	for _, sec := range []Secret{Passphrase(testPass), RecoveryKey(testRecovery)} {
+		got, err := c.UnlockSecret(sec)
+		if err != nil || fmt.Sprint(got.Keys().KeyIDs()) != fmt.Sprint(ids) {
+			t.Errorf("%s after Rekey: %v", sec.Kind, err)
+		}
+	}
+	if _, err := c.UnlockKMS(kms.decrypt); err != nil {
+		t.Errorf("KMS after Rekey: %v", err)
+	}
+	if _, err := c.UnlockSecret(leaked); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("removed key file after Rekey: %v", err)
+	}
+	if c.VaultID() != u.Config().VaultID() {
+		t.Error("Rekey changed the vault id")
+	}
+}

@@ -101,7 +101,7 @@ func TestKMSSlot(t *testing.T) {
 func TestKMSAddSlot(t *testing.T) {
 	_, keyID, k := kmsEnv(t)
 	st := mem.New()
-	initVault(t, st)
+	_, rec := initVault(t, st)
 	v, err := Open(ctxT(t), st, OpenOptions{Secret: cipher.Passphrase(pass1), KMS: k})
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +111,13 @@ func TestKMSAddSlot(t *testing.T) {
 	}
 	if _, err := Open(ctxT(t), st, OpenOptions{KMS: k}); err != nil {
 		t.Fatalf("Open by the added KMS slot: %v", err)
+	}
+	// Replacing the config key re-encrypts the KMS slot through KMS.
+	if err := v.Rekey(ctxT(t), recoverySecret(t, rec)); err != nil {
+		t.Fatalf("Rekey: %v", err)
+	}
+	if _, err := Open(ctxT(t), st, OpenOptions{KMS: k}); err != nil {
+		t.Fatalf("Open by KMS after Rekey: %v", err)
 	}
 	if err := mustOpen(t, st, cipher.Passphrase(pass1)).AddKMS(ctxT(t), keyID); err == nil {
 		t.Error("AddKMS without a KMS client")

@@ -281,6 +281,26 @@ func (v *Vault) ChangeSecret(ctx context.Context, secret cipher.Secret, kdf ciph
 	})
 }
 
+// Rekey replaces the config key and rewraps every slot under the new one:
+// the slot that unlocked v by itself, KMS slots through the KMS, every other
+// slot with its secret from secrets (cipher.Unlocked.Rekey). After it, no
+// earlier copy of the config (an S3 object version, a backup, an export)
+// opens the current keyring with any secret, including removed ones. To
+// revoke a secret that may have leaked: RemoveSlot, Rekey, Rotate, rewrite
+// every object, DropKey the old master keys, and delete old versions of the
+// config object.
+func (v *Vault) Rekey(ctx context.Context, secrets ...cipher.Secret) error {
+	return v.change(ctx, "replace the config key", func(u *cipher.Unlocked) (*cipher.Unlocked, error) {
+		var encrypt cipher.KMSEncrypt
+		if v.kms != nil {
+			encrypt = func(id string, plain []byte, encCtx map[string]string) ([]byte, error) {
+				return v.kms.Encrypt(ctx, id, plain, encCtx)
+			}
+		}
+		return u.Rekey(secrets, encrypt)
+	})
+}
+
 // Rotate makes a new random master key current and returns its id. Old
 // keys stay in the keyring, so existing objects stay readable; new objects
 // use the new key (once a mount unlocks the rotated config). DropKey

@@ -475,3 +475,40 @@ func TestVersion1Vault(t *testing.T) {
 		}
 	})
 }
+
+// TestRekey: the revocation sequence after a leak. The leaked key file's
+// slot is removed and the config key replaced; the other secrets keep
+// opening the vault, the leaked one opens only the old copy it may have.
+func TestRekey(t *testing.T) {
+	stores(t, func(t *testing.T, newStore func(*testing.T) backend.Store) {
+		st := newStore(t)
+		v, rec := initVault(t, st)
+		leaked := bytes.Repeat([]byte{5}, 32)
+		if err := v.AddKeyFile(ctxT(t), leaked); err != nil {
+			t.Fatal(err)
+		}
+		oldCopy := v.Export()
+		if err := v.RemoveSlot(ctxT(t), 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Rekey(ctxT(t)); err == nil || !strings.Contains(err.Error(), "recovery key") {
+			t.Fatalf("Rekey without the recovery key: %v", err)
+		}
+		if err := v.Rekey(ctxT(t), recoverySecret(t, rec)); err != nil {
+			t.Fatal(err)
+		}
+		for _, sec := range []cipher.Secret{cipher.Passphrase(pass1), recoverySecret(t, rec)} {
+			mustOpen(t, st, sec)
+		}
+		if _, err := open(t, st, cipher.KeyFile(leaked)); !errors.Is(err, cipher.ErrWrongKey) {
+			t.Errorf("leaked key file on the current config: %v", err)
+		}
+		old, err := Open(ctxT(t), st, OpenOptions{Secret: cipher.KeyFile(leaked), Config: oldCopy})
+		if err != nil {
+			t.Fatalf("the old copy still opens with its secret (it holds the old config key only): %v", err)
+		}
+		if old.Keys().CurrentKeyID() != v.Keys().CurrentKeyID() {
+			t.Error("Rekey changed the master key (only Rotate does)")
+		}
+	})
+}

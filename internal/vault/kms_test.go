@@ -189,3 +189,10 @@ func TestKMSRefusesHTTP(t *testing.T) {
 		t.Fatalf("Encrypt over http: %v, want refused", err)
 	}
 }
+
+func TestKMSConfigErrors(t *testing.T) {
+	if _, err := awskms.New(ctxT(t), awskms.Config{Region: "eu-west-2", CABundle: "/nonexistent/ca.pem"}); err == nil ||
+		!strings.Contains(err.Error(), "CA bundle") {
+		t.Errorf("missing CA bundle: %v", err)
+	}
+}

@@ -14,9 +14,11 @@
 package awskms
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -31,6 +33,9 @@ import (
 type Config struct {
 	Region   string // empty: from the environment or shared config
 	Endpoint string // empty: AWS_ENDPOINT_URL_KMS, shared config, or AWS's
+	// CABundle is a PEM file of CAs to trust for the endpoint (as the S3
+	// store's option; AWS_CA_BUNDLE works too).
+	CABundle string
 	// AllowHTTP permits a plain-http endpoint. Only for a test KMS: the
 	// config key would cross the network in the clear.
 	AllowHTTP bool
@@ -47,6 +52,13 @@ func New(ctx context.Context, cfg Config) (*KMS, error) {
 	var opts []func(*awsconfig.LoadOptions) error
 	if cfg.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(cfg.Region))
+	}
+	if cfg.CABundle != "" {
+		pem, err := os.ReadFile(cfg.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("kms: CA bundle: %w", err)
+		}
+		opts = append(opts, awsconfig.WithCustomCABundle(bytes.NewReader(pem)))
 	}
 	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {

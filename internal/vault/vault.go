@@ -8,7 +8,10 @@
 // Every change rewrites only the config object, with a conditional write
 // (If-Match the ETag that was read, or If-None-Match for a new vault), so
 // two concurrent changes cannot silently lose one: the second gets
-// ErrConflict and the stored config is the first one's. The package knows
+// ErrConflict and the stored config is the first one's. Before its first
+// change a Vault checks that the store really enforces conditions (some
+// S3-compatible servers ignore them) and refuses to change anything
+// otherwise (ErrNoConditionalWrites). The package knows
 // nothing of FUSE or of the filesystem's layout beyond the config's object
 // name; the byte format is package cipher's (docs/FORMAT.md), and KMS is an
 // interface (package internal/vault/awskms implements it with the AWS SDK), so the
@@ -45,6 +48,12 @@ var (
 	ErrNoVault = errors.New("no vault config in the store")
 	// ErrExists: Init or Restore found a vault config already in the store.
 	ErrExists = errors.New("the store already holds a vault config")
+	// ErrNoConditionalWrites: the store accepted a write whose condition
+	// did not hold. Some S3-compatible servers ignore If-Match and
+	// If-None-Match; on them two concurrent changes could silently lose
+	// one (a lost rotation would make every object written under its new
+	// key unreadable), so no change is made through such a store.
+	ErrNoConditionalWrites = errors.New("the store ignores conditional writes (If-Match / If-None-Match)")
 )
 
 // KMS encrypts and decrypts the config key of a KMS slot. encCtx is the
@@ -79,9 +88,10 @@ type Vault struct {
 	key   string
 	kms   KMS
 
-	mu   sync.Mutex
-	u    *cipher.Unlocked
-	etag string // ETag of the stored config this state derives from; "" if not from the store
+	mu     sync.Mutex
+	u      *cipher.Unlocked
+	etag   string // ETag of the stored config this state derives from; "" if not from the store
+	probed bool   // the store was seen to refuse a false condition
 }
 
 // Open reads and unlocks a vault. Errors: ErrNoVault, cipher.ErrWrongKey
@@ -187,6 +197,11 @@ func (v *Vault) Export() []byte {
 // commit writes the config of n conditionally and makes n current. A lost
 // race leaves v as it was and returns ErrConflict.
 func (v *Vault) commit(ctx context.Context, what string, n *cipher.Unlocked) error {
+	if v.etag != "" {
+		if err := v.probe(ctx, backend.PutOptions{IfMatch: `"s3cryptfs-probe-never-matches"`}); err != nil {
+			return fmt.Errorf("vault: %s: nothing written: %w", what, err)
+		}
+	}
 	data := n.Config().Marshal()
 	opts := backend.PutOptions{IfMatch: v.etag}
 	if v.etag == "" {
@@ -196,6 +211,11 @@ func (v *Vault) commit(ctx context.Context, what string, n *cipher.Unlocked) err
 	switch {
 	case err == nil:
 		v.u, v.etag = n, oi.ETag
+		// A new config (Init, Restore) could not be probed before: the
+		// probe needs an object to hold a condition against.
+		if err := v.probe(ctx, backend.PutOptions{IfNoneMatch: "*"}); err != nil {
+			return fmt.Errorf("vault: %s: written, but %w", what, err)
+		}
 		return nil
 	case errors.Is(err, backend.ErrPreconditionFailed) && v.etag == "":
 		return fmt.Errorf("vault: %s: nothing written: %w; a vault opened from a config file changes the store only when the store has lost its config (%w)",
@@ -204,6 +224,29 @@ func (v *Vault) commit(ctx context.Context, what string, n *cipher.Unlocked) err
 		return fmt.Errorf("vault: %s: nothing written: %w (open the vault again and retry): %w", what, ErrConflict, err)
 	}
 	return fmt.Errorf("vault: %s: write the config: %w", what, err)
+}
+
+// probe checks once per Vault that the store enforces conditions: a write
+// of the stored config's own bytes under a condition that cannot hold must
+// fail. On a store that honours conditions nothing is written; on one that
+// does not, the config is rewritten with the bytes it already holds (so
+// nothing changes but its ETag) and ErrNoConditionalWrites is returned.
+func (v *Vault) probe(ctx context.Context, cond backend.PutOptions) error {
+	if v.probed {
+		return nil
+	}
+	data := v.u.Config().Marshal()
+	_, err := v.store.PutWith(ctx, v.key, bytes.NewReader(data), int64(len(data)), cond)
+	switch {
+	case errors.Is(err, backend.ErrPreconditionFailed):
+		v.probed = true
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: a write conditional on %+v succeeded although the condition was false; "+
+			"concurrent changes through this store could silently lose one, so changes are refused "+
+			"(use a store with conditional writes: AWS S3, or MinIO)", ErrNoConditionalWrites, cond)
+	}
+	return fmt.Errorf("check that the store enforces conditional writes: %w", err)
 }
 
 // change applies f to the current state and commits the result.
@@ -359,6 +402,14 @@ func Init(ctx context.Context, store backend.Store, opts InitOptions) (*Vault, s
 	if v.key == "" {
 		v.key = ConfigKey
 	}
+	// The write below is conditional (If-None-Match); this check first
+	// also protects a vault on a store that would ignore the condition
+	// (the write would replace it, and make every object unreadable).
+	if _, err := store.Stat(ctx, v.key); err == nil {
+		return nil, "", fmt.Errorf("vault: init: %s: %w; refusing to replace it (every object would become unreadable)", v.key, ErrExists)
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return nil, "", fmt.Errorf("vault: init: check for an existing config: %w", err)
+	}
 	first := opts.Secret
 	var recovery []byte
 	var printed string
@@ -397,6 +448,16 @@ func Init(ctx context.Context, store backend.Store, opts InitOptions) (*Vault, s
 		}
 	}
 	if err := v.commit(ctx, "init", u); err != nil {
+		if errors.Is(err, ErrNoConditionalWrites) {
+			// Written, but on a store that cannot protect it from a
+			// concurrent Init or change: take it back (it is ours, just
+			// created) rather than leave a vault that cannot be
+			// administered safely.
+			if derr := store.Delete(ctx, v.key); derr != nil {
+				return nil, "", fmt.Errorf("%w (and removing the config again failed: %v)", err, derr)
+			}
+			return nil, "", fmt.Errorf("vault: init: %w; the config was removed again", ErrNoConditionalWrites)
+		}
 		if errors.Is(err, ErrExists) {
 			return nil, "", fmt.Errorf("vault: init: %s: %w; refusing to replace it (every object would become unreadable)", v.key, ErrExists)
 		}

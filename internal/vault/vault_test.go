@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -511,4 +512,44 @@ func TestRekey(t *testing.T) {
 			t.Error("Rekey changed the master key (only Rotate does)")
 		}
 	})
+}
+
+// lax is a store that ignores conditions, as some S3-compatible servers do.
+type lax struct{ *mem.Store }
+
+func (l lax) PutWith(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	return l.Store.PutWith(ctx, key, r, size, backend.PutOptions{Metadata: opts.Metadata})
+}
+
+// TestStoreIgnoringConditions: on a store that ignores If-Match and
+// If-None-Match, Init refuses (and keeps nothing), changes are refused with
+// the stored config unchanged, and Init never replaces an existing vault.
+func TestStoreIgnoringConditions(t *testing.T) {
+	cipher.AllowWeakKDFForTests(t)
+	st := lax{mem.New()}
+	_, _, err := Init(ctxT(t), st, InitOptions{Secret: cipher.Passphrase(pass1), KDF: cipher.TestKDF})
+	if !errors.Is(err, ErrNoConditionalWrites) {
+		t.Fatalf("Init on a store ignoring conditions: %v, want ErrNoConditionalWrites", err)
+	}
+	if _, err := st.Stat(ctxT(t), ConfigKey); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("the refused Init left a config: %v", err)
+	}
+	// A vault made elsewhere (on the same bytes) opens, but is not changed.
+	good := mem.New()
+	v, _ := initVault(t, good)
+	data := v.Export()
+	if _, err := st.Put(ctxT(t), ConfigKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	w := mustOpen(t, st, cipher.Passphrase(pass1))
+	if err := w.ChangePassphrase(ctxT(t), pass2, cipher.KDFParams{}); !errors.Is(err, ErrNoConditionalWrites) {
+		t.Fatalf("change on a store ignoring conditions: %v", err)
+	}
+	if got := mustOpen(t, st, cipher.Passphrase(pass1)).Export(); !bytes.Equal(got, data) {
+		t.Error("the refused change altered the stored config")
+	}
+	if _, _, err := Init(ctxT(t), st, InitOptions{Secret: cipher.Passphrase(pass2), KDF: cipher.TestKDF}); !errors.Is(err, ErrExists) {
+		t.Fatalf("Init over an existing vault on a store ignoring conditions: %v, want ErrExists", err)
+	}
+	mustOpen(t, st, cipher.Passphrase(pass1))
 }

@@ -685,3 +685,43 @@ func TestConfigV2Rekey(t *testing.T) {
 		t.Error("Rekey changed the vault id")
 	}
 }
+
+// TestKeyringEveryHeaderByteFlip: with several master keys, a header sealed
+// under an old one opens, and every flipped bit of it fails: ErrWrongKey
+// for the key id bytes (naming a key the ring lacks), ErrCorrupt for
+// everything else; never a FileKey.
+func TestKeyringEveryHeaderByteFlip(t *testing.T) {
+	u := newTestVault(t)
+	old := u.Keys()
+	var err error
+	for range 2 {
+		if u, err = u.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := u.Keys()
+	for _, mk := range []func() (*FileKey, error){old.NewFile, old.newFileV1} {
+		f, err := mk()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := f.Header()
+		if _, err := k.OpenHeader(h); err != nil {
+			t.Fatalf("header of version %d under the oldest of 3 keys: %v", f.Version(), err)
+		}
+		for i := range h {
+			for _, bit := range []byte{0x01, 0x80} {
+				bad := bytes.Clone(h)
+				bad[i] ^= bit
+				_, err := k.OpenHeader(bad)
+				want := ErrCorrupt
+				if i >= hdrKeyIDOff && i < hdrKeyIDOff+keyIDSize {
+					want = ErrWrongKey
+				}
+				if !errors.Is(err, want) {
+					t.Fatalf("version %d, byte %d ^%#x: %v, want %v", f.Version(), i, bit, err, want)
+				}
+			}
+		}
+	}
+}

@@ -6,12 +6,17 @@ export PATH := $(TOOLS):$(PATH)
 
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 STATICCHECK_VERSION := v0.8.2
+# AWS KMS emulator for the KMS slot tests (internal/kmstest); keep equal to
+# kmstest.Version.
+LOCALKMS_VERSION := v0.0.0-20260228092603-2a5e92d09ab6
 BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 
 # Tests find the pinned MinIO here (internal/miniotest); override to use another.
 export S3CRYPTFS_MINIO_BIN ?= $(TOOLS)/minio
+# ... and the pinned local-kms here (internal/kmstest).
+export S3CRYPTFS_LOCALKMS_BIN ?= $(TOOLS)/local-kms
 
-.PHONY: help build demo install uninstall test test-deps test-short lint fmt bench fuzz tools minio minio-bin staticcheck-bin deps clean
+.PHONY: help build demo install uninstall test test-deps test-short lint fmt bench fuzz tools minio minio-bin localkms-bin staticcheck-bin deps clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,7 +56,7 @@ uninstall: ## remove what install installed
 	rm -f $(DESTDIR)$(BINDIR)/s3cryptfs $(DESTDIR)$(HELPERDIR)/mount.fuse.s3cryptfs \
 	  $(DESTDIR)$(BASHCOMPDIR)/s3cryptfs $(DESTDIR)$(ZSHCOMPDIR)/_s3cryptfs
 
-test: build minio-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
+test: build minio-bin localkms-bin test-deps ## all tests (unit, MinIO over TLS, real FUSE mounts), race detector on
 	$(GO) test -race -timeout 40m -count=1 ./...
 
 # Debian packages the tests run: fusermount3 (fuse3), fio, getfattr/setfattr
@@ -102,7 +107,7 @@ bench-compare: build minio-bin ## tests/perf benchmarks with s3fs and rclone cry
 	set -o pipefail; S3CRYPTFS_BENCH_COMPARE=1 S3CRYPTFS_BIN=$(CURDIR)/bin/s3cryptfs S3CRYPTFS_BENCH_TABLE=$(CURDIR)/bin/bench-compare.md \
 	  $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./tests/perf | tee bin/bench-compare.txt
 
-tools: minio-bin staticcheck-bin ## install pinned tools into .tools/bin
+tools: minio-bin localkms-bin staticcheck-bin ## install pinned tools into .tools/bin
 
 MINIO_PORT ?= 9000
 MINIO_DIR ?=
@@ -113,6 +118,10 @@ minio-bin: $(TOOLS)/minio
 $(TOOLS)/minio:
 	@echo "installing MinIO $(MINIO_VERSION) into $(TOOLS) (4-5 minutes on a fresh machine)"
 	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+localkms-bin: $(TOOLS)/local-kms
+$(TOOLS)/local-kms:
+	GOBIN=$(TOOLS) GOFLAGS=-buildvcs=false $(GO) install github.com/nsmithuk/local-kms@$(LOCALKMS_VERSION)
 
 staticcheck-bin: $(TOOLS)/staticcheck
 $(TOOLS)/staticcheck:

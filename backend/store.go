@@ -12,6 +12,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -44,6 +45,40 @@ type CopyOptions struct {
 	// IfMatch, when not empty, makes the copy fail with ErrPreconditionFailed
 	// unless the source's current ETag equals it.
 	IfMatch string
+}
+
+// PutOptions qualify a Put: metadata and the conditions of a conditional
+// write. A conditional write is atomic against every other write of the key
+// (Put, PutWith, Copy, Delete), in this process and any other: of two writers
+// that read the same ETag and both write with IfMatch set to it, exactly one
+// succeeds.
+type PutOptions struct {
+	// Metadata is the object's user metadata, as for Put.
+	Metadata map[string]string
+	// IfMatch, when not empty, makes the write fail with
+	// ErrPreconditionFailed unless the key exists and its current ETag
+	// equals it (a missing key fails too: errors.Is(err, ErrNotFound)
+	// holds then as well).
+	IfMatch string
+	// IfNoneMatch "*" makes the write fail with ErrPreconditionFailed if the
+	// key exists: create, never replace. Any other non-empty value is
+	// refused (ErrPermanent), as S3 does.
+	IfNoneMatch string
+}
+
+// Conditional reports whether opts carry a condition.
+func (o PutOptions) Conditional() bool { return o.IfMatch != "" || o.IfNoneMatch != "" }
+
+// CheckPutOptions refuses conditions no store supports (both set, or an
+// IfNoneMatch other than "*"); stores call it first.
+func CheckPutOptions(o PutOptions) error {
+	switch {
+	case o.IfNoneMatch != "" && o.IfNoneMatch != "*":
+		return fmt.Errorf("IfNoneMatch %q: only \"*\" is supported: %w", o.IfNoneMatch, ErrPermanent)
+	case o.IfNoneMatch != "" && o.IfMatch != "":
+		return fmt.Errorf("IfMatch and IfNoneMatch together: %w", ErrPermanent)
+	}
+	return nil
 }
 
 // ListFunc is called once per listed entry, in lexical key order. For an
@@ -81,6 +116,15 @@ type Store interface {
 	// If r fails, or ctx is cancelled, nothing is stored (an incomplete
 	// multipart upload is aborted) and the error is returned.
 	Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (ObjectInfo, error)
+
+	// PutWith is Put with options: Put(ctx, key, r, size, meta) is
+	// PutWith(ctx, key, r, size, PutOptions{Metadata: meta}). With a
+	// condition (opts.IfMatch, opts.IfNoneMatch) the check and the replace
+	// are one atomic step; a failed condition stores nothing and returns
+	// ErrPreconditionFailed. Conditions work for streamed bodies (size -1)
+	// too: S3 checks them when the multipart upload completes, so the
+	// whole body is uploaded before a lost race is known.
+	PutWith(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
 
 	// Copy copies src to dst on the server side (dst may equal src, to
 	// replace metadata). Objects over the single-request copy limit are

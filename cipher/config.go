@@ -6,6 +6,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -14,7 +15,7 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// Config layout (docs/FORMAT.md, "Vault config"). Every field has a fixed
+// Config layout (docs/FORMAT.md, "Vault config, version 1"). Every field has a fixed
 // offset so the parser never allocates from a length it read.
 const (
 	configMagic      = "S3CFVLT\x00"
@@ -116,6 +117,10 @@ type Config struct {
 	salt      [saltSize]byte
 	nonce     [NonceSize]byte
 	wrapped   [masterKeySize + TagSize]byte
+
+	// v2 is set for a version-2 config; the version-1 fields above are then
+	// unused (except log2Block).
+	v2 *configV2Data
 }
 
 // NewConfig creates a vault: a fresh random master key and salt, the master
@@ -235,8 +240,12 @@ func (c *Config) put(buf []byte) {
 	copy(buf[configSumOff:], sum[:])
 }
 
-// Marshal returns the config's bytes, exactly configSize long.
+// Marshal returns the config's bytes: exactly configSize long for version
+// 1, as docs/FORMAT.md lays out for version 2.
 func (c *Config) Marshal() []byte {
+	if c.v2 != nil {
+		return c.marshalV2(true)
+	}
 	buf := make([]byte, configSize)
 	c.put(buf)
 	return buf
@@ -258,8 +267,12 @@ func parseConfig(data []byte, allowWeak bool) (*Config, error) {
 	if len(data) < len(configMagic)+2 || string(data[:len(configMagic)]) != configMagic {
 		return nil, fmt.Errorf("cipher: config: not an s3cryptfs vault config (bad magic): %w", ErrCorrupt)
 	}
-	if v := binary.BigEndian.Uint16(data[8:10]); v != configVersion {
-		return nil, fmt.Errorf("cipher: config: unsupported version %d (this build reads %d): %w", v, configVersion, ErrCorrupt)
+	switch v := binary.BigEndian.Uint16(data[8:10]); v {
+	case configVersion:
+	case configV2:
+		return parseConfigV2(data, allowWeak)
+	default:
+		return nil, fmt.Errorf("cipher: config: unsupported version %d (this build reads 1 and 2): %w", v, ErrCorrupt)
 	}
 	if len(data) != configSize {
 		return nil, fmt.Errorf("cipher: config: length %d, want %d: %w", len(data), configSize, ErrCorrupt)
@@ -303,7 +316,29 @@ func parseConfig(data []byte, allowWeak bool) (*Config, error) {
 // Unlock derives the wrapping key from secret and unwraps the master key.
 // A secret that does not open the wrap gives ErrWrongKey: the config was
 // already checked against accidental corruption by ParseConfig.
+//
+// For a version-2 config the secret's kind is not known here, so it is
+// tried on the key file and recovery key slots when it is 32 bytes long
+// (cheap: HKDF), then on every passphrase slot. Callers that know the kind
+// use UnlockSecret, which runs Argon2id only for passphrases.
 func (c *Config) Unlock(secret []byte) (*Keys, error) {
+	if c.v2 != nil {
+		kinds := []SlotKind{SlotPassphrase}
+		if len(secret) == keyFileSize {
+			kinds = []SlotKind{SlotKeyFile, SlotRecovery, SlotPassphrase}
+		}
+		var err error
+		for _, kind := range kinds {
+			var u *Unlocked
+			if u, err = c.UnlockSecret(Secret{Kind: kind, Key: secret}); err == nil {
+				return u.Keys(), nil
+			}
+			if !errors.Is(err, ErrWrongKey) {
+				return nil, err
+			}
+		}
+		return nil, fmt.Errorf("cipher: unlock: the passphrase or key opens none of the vault's slots: %w", ErrWrongKey)
+	}
 	master, err := c.unwrap(secret)
 	if err != nil {
 		return nil, fmt.Errorf("cipher: unlock: %w", err)
@@ -328,7 +363,13 @@ func (c *Config) unwrap(secret []byte) ([]byte, error) {
 // Rewrap returns a config holding the same master key (so every object stays
 // readable) wrapped under newSecret with a fresh salt and nonce. The secret
 // kind, KDF parameters and block size are unchanged.
+//
+// Version 1 only: a version-2 config changes one slot with
+// Unlocked.ChangeSecret.
 func (c *Config) Rewrap(oldSecret, newSecret []byte) (*Config, error) {
+	if c.v2 != nil {
+		return nil, fmt.Errorf("cipher: rewrap: a version-2 config changes a slot with UnlockSecret and ChangeSecret")
+	}
 	return c.rewrap(rand.Reader, oldSecret, newSecret)
 }
 

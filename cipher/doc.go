@@ -1,6 +1,8 @@
-// Package cipher owns the s3cryptfs encrypted formats: the vault config that
-// wraps the master key under a passphrase or key file, the per-purpose
-// subkeys derived from the master key, the fixed-size header at the start of
+// Package cipher owns the s3cryptfs encrypted formats: the vault config
+// (version 2: a config key wrapped in slots for passphrases, key files,
+// recovery keys and KMS, and a sealed keyring of master keys; version 1: one
+// master key under a passphrase or key file), the per-purpose subkeys
+// derived from each master key, the fixed-size header at the start of
 // every object, and the AES-256-GCM blocks that follow it.
 //
 // The byte layout is specified in docs/FORMAT.md, which also holds test

@@ -61,19 +61,31 @@ const (
 	commitmentSize   = 32
 )
 
-// Keys holds a vault's master key and its derived subkeys. It is immutable
-// after creation and safe for concurrent use.
+// Keys holds a vault's master keys and their derived subkeys: the current
+// one, which NewFile uses, and older ones kept after a rotation so objects
+// written under them stay readable (OpenHeader picks the key a header names
+// by its key id). It is immutable after creation and safe for concurrent use.
+//
+// The embedded *masterKey is the current key, so code that only ever knew
+// one key (k.keyID, k.deriveDataKey) keeps meaning "the current key".
 type Keys struct {
-	layout     Layout
-	log2Block  uint8
+	*masterKey
+	all       []*masterKey // current first, then older keys in keyring order
+	layout    Layout
+	log2Block uint8
+	rand      io.Reader // crypto/rand.Reader except in tests that pin vectors
+}
+
+// masterKey is one master key's subkeys (docs/FORMAT.md, "Subkeys"). The
+// master key itself is not kept: only what is derived from it.
+type masterKey struct {
 	keyID      [keyIDSize]byte
 	headerWrap aeadT  // v1 headers: AES-256-GCM under the header-wrap subkey
 	contentKey []byte // v2 headers: HKDF input of every version's data key
 	commitKey  []byte
-	rand       io.Reader // crypto/rand.Reader except in tests that pin vectors
 }
 
-func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
+func newMasterKey(master []byte) (*masterKey, error) {
 	wrapKey, err := hkdf.Key(newHash, master, nil, labelHeaderWrap, 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive header wrap key: %w", err)
@@ -90,16 +102,67 @@ func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive content key: %w", err)
 	}
-	k := &Keys{
-		layout:     NewLayout(blockSize),
-		log2Block:  blockSizeLog2(blockSize),
-		headerWrap: newGCM(wrapKey),
-		contentKey: contentKey,
-		commitKey:  commitKey,
-		rand:       rng,
+	m := &masterKey{headerWrap: newGCM(wrapKey), contentKey: contentKey, commitKey: commitKey}
+	copy(m.keyID[:], keyID)
+	return m, nil
+}
+
+// KeyID is the 16-byte id of a master key, HKDF(master, "s3cryptfs v1 key
+// id"): what every object header names its master key by.
+type KeyID [keyIDSize]byte
+
+func (id KeyID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+func newKeys(master []byte, blockSize int, rng io.Reader) (*Keys, error) {
+	return newKeyring([][]byte{master}, blockSize, rng)
+}
+
+// newKeyring builds Keys from a keyring: masters[0] is current.
+func newKeyring(masters [][]byte, blockSize int, rng io.Reader) (*Keys, error) {
+	if len(masters) == 0 {
+		return nil, fmt.Errorf("cipher: empty keyring")
 	}
-	copy(k.keyID[:], keyID)
+	k := &Keys{layout: NewLayout(blockSize), log2Block: blockSizeLog2(blockSize), rand: rng}
+	for _, m := range masters {
+		mk, err := newMasterKey(m)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range k.all {
+			if o.keyID == mk.keyID {
+				return nil, fmt.Errorf("cipher: keyring holds the same master key twice (key id %x): %w", mk.keyID, ErrCorrupt)
+			}
+		}
+		k.all = append(k.all, mk)
+	}
+	k.masterKey = k.all[0]
 	return k, nil
+}
+
+// CurrentKeyID is the id of the master key NewFile uses.
+func (k *Keys) CurrentKeyID() KeyID { return KeyID(k.keyID) }
+
+// KeyIDs lists the ids of every master key these Keys can open, the
+// current one first.
+func (k *Keys) KeyIDs() []KeyID {
+	ids := make([]KeyID, len(k.all))
+	for i, m := range k.all {
+		ids[i] = KeyID(m.keyID)
+	}
+	return ids
+}
+
+// HeaderKeyID returns the key id an object header names, without checking
+// anything else (no key is needed): what a rewrite pass uses to find the
+// objects still sealed under an old master key. ok is false when the bytes
+// are not an s3cryptfs header of a known version.
+func HeaderKeyID(header []byte) (id KeyID, ok bool) {
+	if len(header) < hdrKeyIDOff+keyIDSize || string(header[0:4]) != headerMagic ||
+		(header[4] != headerV1 && header[4] != headerV2) {
+		return id, false
+	}
+	copy(id[:], header[hdrKeyIDOff:])
+	return id, true
 }
 
 // Layout is the offset arithmetic for objects of this vault.
@@ -167,7 +230,7 @@ func (k *Keys) headerPrefix(h []byte, version byte) {
 // HKDF(content key, salt, "s3cryptfs v2 data key" || header[0:40], 32). The
 // info binds format, block size, file id and key id, so a header edited in
 // any of them derives another key (and fails its commitment).
-func (k *Keys) deriveDataKey(h []byte) ([]byte, error) {
+func (k *masterKey) deriveDataKey(h []byte) ([]byte, error) {
 	info := make([]byte, 0, len(labelDataKey)+hdrSaltOff)
 	info = append(append(info, labelDataKey...), h[:hdrSaltOff]...)
 	dk, err := hkdf.Key(newHash, k.contentKey, h[hdrSaltOff:hdrSaltOff+hdrSaltSize], string(info), dataKeySize)
@@ -182,7 +245,7 @@ func (k *Keys) deriveDataKey(h []byte) ([]byte, error) {
 // is not key-committing, so without it a crafted header could open under
 // two different keys. For version 2 it is also the header's own MAC (the
 // salt and reserved bytes are authenticated by it, not by a wrap).
-func (k *Keys) commitment(dst, headerPrefix, dataKey []byte) []byte {
+func (k *masterKey) commitment(dst, headerPrefix, dataKey []byte) []byte {
 	m := hmac.New(newHash, k.commitKey)
 	m.Write(headerPrefix)
 	m.Write(dataKey)
@@ -208,14 +271,16 @@ func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 		return nil, fmt.Errorf("cipher: header: block size 2^%d, vault uses 2^%d: %w", header[6], k.log2Block, ErrCorrupt)
 	case header[7] != 0:
 		return nil, fmt.Errorf("cipher: header: reserved byte not zero: %w", ErrCorrupt)
-	case subtle.ConstantTimeCompare(header[hdrKeyIDOff:hdrKeyIDOff+keyIDSize], k.keyID[:]) != 1:
-		return nil, fmt.Errorf("cipher: header: sealed under another master key (key id %x): %w",
+	}
+	mk := k.byID(header[hdrKeyIDOff : hdrKeyIDOff+keyIDSize])
+	if mk == nil {
+		return nil, fmt.Errorf("cipher: header: sealed under a master key this vault does not hold (key id %x): %w",
 			header[hdrKeyIDOff:hdrKeyIDOff+keyIDSize], ErrWrongKey)
 	}
 	var dataKey []byte
 	if header[4] == headerV1 {
 		var dk [dataKeySize]byte
-		if _, err := k.headerWrap.Open(dk[:0], header[hdrNonceOff:hdrWrappedOff],
+		if _, err := mk.headerWrap.Open(dk[:0], header[hdrNonceOff:hdrWrappedOff],
 			header[hdrWrappedOff:hdrCommitmentOff], header[:hdrNonceOff]); err != nil {
 			return nil, fmt.Errorf("cipher: header: data key does not authenticate: %w", ErrCorrupt)
 		}
@@ -227,12 +292,12 @@ func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 			}
 		}
 		var err error
-		if dataKey, err = k.deriveDataKey(header); err != nil {
+		if dataKey, err = mk.deriveDataKey(header); err != nil {
 			return nil, err
 		}
 	}
 	var want [commitmentSize]byte
-	k.commitment(want[:0], header[:hdrCommitmentOff], dataKey)
+	mk.commitment(want[:0], header[:hdrCommitmentOff], dataKey)
 	if subtle.ConstantTimeCompare(want[:], header[hdrCommitmentOff:]) != 1 {
 		return nil, fmt.Errorf("cipher: header: key commitment mismatch: %w", ErrCorrupt)
 	}
@@ -241,6 +306,19 @@ func (k *Keys) OpenHeader(header []byte) (*FileKey, error) {
 	copy(f.header[:], header)
 	f.init(dataKey)
 	return f, nil
+}
+
+// byID returns the master key with this key id, or nil. Every key of the
+// ring is compared, in constant time, so the time taken does not say which
+// key matched (key ids are not secret, but this costs nothing).
+func (k *Keys) byID(id []byte) *masterKey {
+	var found *masterKey
+	for _, m := range k.all {
+		if subtle.ConstantTimeCompare(id, m.keyID[:]) == 1 {
+			found = m
+		}
+	}
+	return found
 }
 
 // FileKey is one object's file id and data key, with the AEAD built once so

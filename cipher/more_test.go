@@ -230,9 +230,9 @@ func TestReaderErrors(t *testing.T) {
 func TestParseConfigUnknownVersion(t *testing.T) {
 	c, _ := newTestConfig(t, ConfigOptions{}, testPass)
 	data := c.Marshal()
-	data[9] = 2
+	data[9] = 3 // versions 1 and 2 exist
 	_, err := parseConfig(data, true)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "unsupported version 2") {
-		t.Fatalf("version 2: %v", err)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "unsupported version 3") {
+		t.Fatalf("version 3: %v", err)
 	}
 }

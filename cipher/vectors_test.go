@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -237,7 +238,77 @@ func computeVectors(t *testing.T, in map[string][]byte) map[string][]byte {
 	if got, err := openAll(k, objE); err != nil || !bytes.Equal(got, pc) {
 		t.Fatalf("object e does not open: %v", err)
 	}
+
+	computeConfigV2Vectors(t, get, out)
 	return out
+}
+
+// computeConfigV2Vectors builds the version-2 config of FORMAT.md: a
+// passphrase slot (production KDF) and a key-file slot over a keyring of
+// two master keys, "v2 master key 2" current and "master key" (the one of
+// every vector above) after it, as a rotation leaves them.
+func computeConfigV2Vectors(t *testing.T, get func(string) []byte, out map[string][]byte) {
+	t.Helper()
+	master, master2 := get("master key"), get("v2 master key 2")
+	u := &Unlocked{
+		cfg:       &Config{log2Block: 12, v2: &configV2Data{}},
+		configKey: get("v2 config key"),
+		masters:   [][]byte{master2, master},
+		rand: &script{chunks: [][]byte{
+			get("v2 passphrase slot salt"), get("v2 passphrase slot nonce"),
+			get("v2 key file slot salt"), get("v2 key file slot nonce"),
+			get("v2 keyring nonce"),
+		}},
+	}
+	copy(u.cfg.v2.vaultID[:], get("v2 vault id"))
+	for _, sec := range []struct {
+		kind SlotKind
+		key  []byte
+		name string
+	}{{SlotPassphrase, get("passphrase"), "v2 passphrase slot wrapping key"}, {SlotKeyFile, get("key file"), "v2 key file slot wrapping key"}} {
+		s := slot{kind: sec.kind}
+		if sec.kind == SlotPassphrase {
+			s.kdf = DefaultKDF
+		}
+		if _, err := io.ReadFull(u.rand, s.salt[:]); err != nil {
+			t.Fatal(err)
+		}
+		kek, err := slotKEK(&s, sec.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[sec.name] = kek
+		if err := u.wrapSlot(&s, kek); err != nil {
+			t.Fatal(err)
+		}
+		u.cfg.v2.slots = append(u.cfg.v2.slots, s)
+	}
+	if _, err := u.seal(); err != nil {
+		t.Fatal(err)
+	}
+	out["v2 config"] = u.Config().Marshal()
+	out["v2 keyring key"] = keyringKey(get("v2 config key"))
+	id2, err := hkdf.Key(newHash, master2, nil, labelKeyID, keyIDSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["v2 key id 2"] = id2
+
+	// The stored bytes open with either secret, to both keys.
+	c, err := parseConfig(out["v2 config"], false)
+	if err != nil {
+		t.Fatalf("v2 config does not parse: %v", err)
+	}
+	for _, sec := range []Secret{Passphrase(get("passphrase")), KeyFile(get("key file"))} {
+		got, err := c.UnlockSecret(sec)
+		if err != nil {
+			t.Fatalf("v2 config does not unlock with the %s: %v", sec.Kind, err)
+		}
+		ids := got.Keys().KeyIDs()
+		if len(ids) != 2 || !bytes.Equal(ids[0][:], id2) || !bytes.Equal(ids[1][:], out["key id"]) {
+			t.Fatalf("v2 config keyring: %v", ids)
+		}
+	}
 }
 
 func TestVectors(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 )
 
 // TestDependencyDirection keeps the layering of DESIGN.md honest:
-// cmd -> fs -> {cipher, cache, backend}. cipher, cache and backend (with its
+// cmd -> fs -> {cipher, cache, backend}, and cmd -> vault -> {cipher, backend}. cipher, cache and backend (with its
 // stores) import neither each other nor go-fuse, and fs/content (the data
 // path) does not import go-fuse, so each stays testable on its own.
 func TestDependencyDirection(t *testing.T) {
@@ -22,6 +22,11 @@ func TestDependencyDirection(t *testing.T) {
 		{"backend/...", []string{mod + "cipher", mod + "cache", mod + "fs", fuse}},
 		{"fs/content/...", []string{fuse, mod + "cmd"}},
 		{"fs/...", []string{mod + "cmd"}},
+		// internal/vault opens and administers a vault through cipher and
+		// backend only: no FUSE, no filesystem, and no AWS SDK (KMS is an
+		// interface; internal/vault/awskms implements it).
+		{"internal/vault", []string{mod + "fs", mod + "cache", mod + "cmd", mod + "internal/vault/", fuse, "github.com/aws/"}},
+		{"internal/vault/...", []string{mod + "fs", mod + "cache", mod + "cmd", fuse}},
 	}
 	for _, r := range rules {
 		// -deps lists every package the non-test code pulls in, transitively.

@@ -297,8 +297,11 @@ func (s *Store) openObject(op, key string) (f *os.File, h header, off, size int6
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // writeObject atomically replaces key with hdr followed by what fill writes,
-// and returns the number of bytes fill wrote.
-func (s *Store) writeObject(ctx context.Context, op, key string, hdr header, fill func(w io.Writer) (int64, error)) (int64, error) {
+// and returns the number of bytes fill wrote. With a condition in cond, the
+// current object is checked and replaced under the directory's lock.
+func (s *Store) writeObject(ctx context.Context, op, key string, hdr header, cond backend.PutOptions,
+	fill func(w io.Writer) (int64, error),
+) (int64, error) {
 	hb, err := hdr.encode()
 	if err != nil {
 		return 0, fmt.Errorf("local: %s %q: %w", op, key, err)
@@ -333,16 +336,81 @@ func (s *Store) writeObject(ctx context.Context, op, key string, hdr header, fil
 	if err := f.Close(); err != nil {
 		return 0, fmt.Errorf("local: %s %q: %w", op, key, classify(err))
 	}
+	d, err := lockDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("local: %s %q: lock directory: %w", op, key, classify(err))
+	}
+	defer d.Close() // releases the lock
+	if err := checkCondition(op, key, filepath.Join(dir, name), cond); err != nil {
+		return 0, err
+	}
 	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
 		return 0, fmt.Errorf("local: %s %q: %w", op, key, classify(err))
 	}
 	committed = true
-	// ErrNotExist: a concurrent Delete of the key already removed the new
-	// file and pruned the directory; this write is over and superseded.
-	if err := syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := syncDirFile(d); err != nil {
 		return 0, fmt.Errorf("local: %s %q: fsync directory: %w", op, key, classify(err))
 	}
 	return n, nil
+}
+
+// lockDir opens dir and takes an exclusive flock on it. Every change of an
+// object file (the rename of a write, the unlink of a delete) happens under
+// the lock of its directory, so a conditional write's check of the current
+// object and its rename are one atomic step against every other writer, in
+// this process (each call opens its own descriptor, and flock locks belong
+// to the open file) and in others on the same machine; Linux NFS clients
+// map flock to byte-range locks the server arbitrates. The lock is released
+// when the returned file is closed. The directory cannot disappear under
+// it: a write's temporary file, or a delete's object, is still in it, and
+// pruning only removes empty directories.
+func lockDir(dir string) (*os.File, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(d.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// checkCondition checks a write's condition against the object file at
+// path; the caller holds the directory's lock.
+func checkCondition(op, key, path string, cond backend.PutOptions) error {
+	if !cond.Conditional() {
+		return nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if cond.IfMatch != "" {
+			return fmt.Errorf("local: %s %q: the key does not exist (If-Match %q): %w: %w", op, key, cond.IfMatch,
+				backend.ErrPreconditionFailed, backend.ErrNotFound)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("local: %s %q: %w", op, key, classify(err))
+	}
+	defer f.Close()
+	if cond.IfNoneMatch != "" {
+		return fmt.Errorf("local: %s %q: the key exists (If-None-Match *): %w", op, key, backend.ErrPreconditionFailed)
+	}
+	h, _, _, err := readHeader(f)
+	if err != nil {
+		return fmt.Errorf("local: %s %q: %w", op, key, err)
+	}
+	if h.ETag != cond.IfMatch {
+		return fmt.Errorf("local: %s %q: etag %q, want %q: %w", op, key, h.ETag, cond.IfMatch, backend.ErrPreconditionFailed)
+	}
+	return nil
 }
 
 // createTemp creates a temporary file in dir, creating dir first. A
@@ -409,10 +477,16 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
+	err = syncDirFile(d)
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// syncDirFile fsyncs an open directory.
+func syncDirFile(d *os.File) error {
+	err := d.Sync()
 	// Some filesystems (certain FUSE and network ones) cannot fsync a
 	// directory; the rename is all they offer.
 	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
@@ -481,14 +555,24 @@ func (r *fileReader) Close() error { return r.f.Close() }
 // fixed buffer, whatever size is. With size >= 0 exactly size bytes are read
 // (fewer is an error); with size < 0, r is read to EOF.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+	return s.PutWith(ctx, key, r, size, backend.PutOptions{Metadata: meta})
+}
+
+// PutWith implements backend.Store. A condition is checked under the lock
+// of the object's directory, just before the rename that installs the new
+// object (see lockDir), so the whole body is written and synced first.
+func (s *Store) PutWith(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
 	if why := checkKey(key); why != "" {
 		return backend.ObjectInfo{}, invalidKey("put", key, why)
+	}
+	if err := backend.CheckPutOptions(opts); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("local: put %q: %w", key, err)
 	}
 	if err := ctxErr(ctx, "put", key); err != nil {
 		return backend.ObjectInfo{}, err
 	}
-	hdr := newHeader(meta)
-	n, err := s.writeObject(ctx, "put", key, hdr, func(w io.Writer) (int64, error) {
+	hdr := newHeader(opts.Metadata)
+	n, err := s.writeObject(ctx, "put", key, hdr, opts, func(w io.Writer) (int64, error) {
 		src := io.Reader(&ctxReader{ctx: ctx, r: r})
 		if size >= 0 {
 			src = io.LimitReader(src, size)
@@ -531,7 +615,7 @@ func (s *Store) Copy(ctx context.Context, src, dst string, opts backend.CopyOpti
 		meta = opts.Metadata
 	}
 	hdr := newHeader(meta)
-	n, err := s.writeObject(ctx, "copy", dst, hdr, func(w io.Writer) (int64, error) {
+	n, err := s.writeObject(ctx, "copy", dst, hdr, backend.PutOptions{}, func(w io.Writer) (int64, error) {
 		if _, err := f.Seek(dataOff, io.SeekStart); err != nil {
 			return 0, err
 		}
@@ -593,7 +677,7 @@ func (s *Store) DeleteMany(ctx context.Context, keys []string) error {
 			continue // no such file can exist
 		}
 		dir, name := s.objPath(key)
-		err := os.Remove(filepath.Join(dir, name))
+		err := removeLocked(dir, name)
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue
 		}
@@ -606,6 +690,19 @@ func (s *Store) DeleteMany(ctx context.Context, keys []string) error {
 		}
 	}
 	return finish()
+}
+
+// removeLocked unlinks dir/name under the directory's lock, so a delete is
+// ordered with conditional writes (one that checked the ETag cannot then
+// resurrect the key after the delete). Only one directory is locked at a
+// time, so DeleteMany cannot deadlock with anything.
+func removeLocked(dir, name string) error {
+	d, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return os.Remove(filepath.Join(dir, name))
 }
 
 // List implements backend.Store. It walks only the directories that can

@@ -137,9 +137,19 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64, opts bac
 // Put implements backend.Store. With size >= 0 exactly size bytes are read
 // from r (fewer is an error); with size < 0, r is read to EOF.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+	return s.PutWith(ctx, key, r, size, backend.PutOptions{Metadata: meta})
+}
+
+// PutWith implements backend.Store. The condition is checked under the
+// store's lock, in the same critical section that installs the object.
+func (s *Store) PutWith(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
 	if err := checkKey("put", key); err != nil {
 		return backend.ObjectInfo{}, err
 	}
+	if err := backend.CheckPutOptions(opts); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("mem: put %q: %w", key, err)
+	}
+	meta := opts.Metadata
 	if err := ctxErr(ctx, "put", key); err != nil {
 		return backend.ObjectInfo{}, err
 	}
@@ -163,10 +173,29 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 	}
 	o := &object{data: buf.Bytes(), mod: time.Now(), meta: normMeta(meta)}
 	s.mu.Lock()
+	if err := checkCondition(key, s.objects[key], opts); err != nil {
+		s.mu.Unlock()
+		return backend.ObjectInfo{}, err
+	}
 	o.etag = s.nextETag()
 	s.objects[key] = o
 	s.mu.Unlock()
 	return o.info(key, true), nil
+}
+
+// checkCondition checks a Put's condition against the current object cur
+// (nil if absent).
+func checkCondition(key string, cur *object, opts backend.PutOptions) error {
+	switch {
+	case opts.IfNoneMatch != "" && cur != nil:
+		return fmt.Errorf("mem: put %q: the key exists (If-None-Match *): %w", key, backend.ErrPreconditionFailed)
+	case opts.IfMatch != "" && cur == nil:
+		return fmt.Errorf("mem: put %q: the key does not exist (If-Match %q): %w: %w", key, opts.IfMatch,
+			backend.ErrPreconditionFailed, backend.ErrNotFound)
+	case opts.IfMatch != "" && cur.etag != opts.IfMatch:
+		return fmt.Errorf("mem: put %q: etag %q, want %q: %w", key, cur.etag, opts.IfMatch, backend.ErrPreconditionFailed)
+	}
+	return nil
 }
 
 // Copy implements backend.Store.

@@ -136,6 +136,19 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 	return oi, err
 }
 
+// PutWith is Put with conditions (the vault config's writes).
+func (s *Store) PutWith(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	s.uploads.Inc()
+	defer s.uploads.Dec()
+	start := time.Now()
+	oi, err := s.next.PutWith(ctx, key, &countingReader{r: r, c: s.sent}, size, opts)
+	s.observe(opPut, start, err)
+	if err != nil {
+		s.uploadsFailed.Inc()
+	}
+	return oi, err
+}
+
 func (s *Store) Copy(ctx context.Context, src, dst string, opts backend.CopyOptions) (backend.ObjectInfo, error) {
 	start := time.Now()
 	oi, err := s.next.Copy(ctx, src, dst, opts)

@@ -79,6 +79,12 @@ func (s *Store) classify(ctx context.Context, op, key string, err error) error {
 		return mk("the multipart upload no longer exists (aborted, or expired by a lifecycle rule)", backend.ErrPermanent)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
 		return mk("not found", backend.ErrNotFound)
+	case code == "ConditionalRequestConflict":
+		// S3 (409): another conditional write of the key is in flight.
+		// One of the two wins; this one is reported lost, which is safe
+		// (the caller re-reads and retries) if occasionally pessimistic.
+		return mk("precondition failed: a concurrent conditional write of the object is in progress",
+			backend.ErrPreconditionFailed)
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
 		return mk("precondition failed: the object changed (its ETag no longer matches)", backend.ErrPreconditionFailed)
 	case isSSECKeyError(op, code, message, status, s.sse.mode):

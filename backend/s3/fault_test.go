@@ -443,6 +443,46 @@ func TestLostCompletion(t *testing.T) {
 	}
 }
 
+// TestLostConditionalPut: when the answer to a conditional PutObject that
+// succeeded is lost, the SDK's retry fails its own condition (the object
+// now exists, with another ETag); the store recognises its own bytes and
+// reports success. A first attempt that fails its condition is a loss even
+// when the object holds the same bytes.
+func TestLostConditionalPut(t *testing.T) {
+	srv := server(t)
+	bucket := srv.NewBucket(t)
+	p := newFaultProxy(t, srv)
+	s, err := faultStore(t, p, srv, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	isPut := func(r *http.Request) bool { return r.Method == http.MethodPut }
+	put := func(key, body string, opts backend.PutOptions) (backend.ObjectInfo, error) {
+		return s.PutWith(ctx, key, strings.NewReader(body), int64(len(body)), opts)
+	}
+	p.setRule(firstN(1, isPut, fault{kind: lostAnswer}))
+	created, err := put("new", "created once", backend.PutOptions{IfNoneMatch: "*"})
+	if err != nil {
+		t.Fatalf("If-None-Match put whose answer was lost: %v", err)
+	}
+	if n := countFaults(p.requests(), lostAnswer); n != 1 {
+		t.Fatalf("%d answers lost, want 1", n)
+	}
+	p.setRule(firstN(1, isPut, fault{kind: lostAnswer}))
+	replaced, err := put("new", "replaced once", backend.PutOptions{IfMatch: created.ETag})
+	if err != nil {
+		t.Fatalf("If-Match put whose answer was lost: %v", err)
+	}
+	if st, err := s.Stat(ctx, "new"); err != nil || st.ETag != replaced.ETag {
+		t.Errorf("Stat = %+v, %v; want the ETag %q", st, err, replaced.ETag)
+	}
+	p.setRule(func(*http.Request) fault { return fault{} })
+	if _, err := put("new", "replaced once", backend.PutOptions{IfNoneMatch: "*"}); !errors.Is(err, backend.ErrPreconditionFailed) {
+		t.Errorf("If-None-Match on an object with the same bytes, no retry: %v, want ErrPreconditionFailed", err)
+	}
+}
+
 // TestDeleteManyReportsKeys: per-key failures in a DeleteObjects answer are
 // all reported, classified, and missing keys are not failures.
 func TestDeleteManyReportsKeys(t *testing.T) {

@@ -142,7 +142,7 @@ func (s *Store) copyMultipart(ctx context.Context, src, dst string, info backend
 	}
 	if err == nil {
 		var oi backend.ObjectInfo
-		if oi, err = up.complete(ctx, info.Size, meta); err == nil {
+		if oi, err = up.complete(ctx, info.Size, backend.PutOptions{Metadata: meta}); err == nil {
 			return oi, nil
 		}
 	}

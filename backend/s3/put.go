@@ -11,11 +11,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 )
@@ -38,6 +40,18 @@ const smallBody = 1 << 20
 // reach S3's 5 TiB object limit within 10,000 parts; memory per upload
 // grows with the part size accordingly (only beyond 1,000 parts).
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+	return s.PutWith(ctx, key, r, size, backend.PutOptions{Metadata: meta})
+}
+
+// PutWith implements backend.Store: Put with S3's conditional writes.
+// IfMatch and IfNoneMatch go on the PutObject, or on the
+// CompleteMultipartUpload of a multipart upload (where S3 checks them), so
+// a lost race costs the upload but stores nothing.
+func (s *Store) PutWith(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	meta := opts.Metadata
+	if err := backend.CheckPutOptions(opts); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %w", s.where(key), err)
+	}
 	if err := ctx.Err(); err != nil {
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %w", s.where(key), err)
 	}
@@ -55,7 +69,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 		partSize = max(partSize, (need+(1<<20)-1)&^((1<<20)-1))
 	}
 	if size >= 0 && size <= partSize {
-		return s.putKnownSmall(ctx, key, r, size, meta)
+		return s.putKnownSmall(ctx, key, r, size, opts)
 	}
 
 	if size >= 0 {
@@ -73,12 +87,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, me
 		if size >= 0 {
 			return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: body ended after %d of %d bytes", s.where(key), n, size)
 		}
-		return s.putObject(ctx, key, buf[:n], meta)
+		return s.putObject(ctx, key, buf[:n], opts)
 	case err != nil:
 		s.bufs.put(buf)
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: reading data: %w", s.where(key), err)
 	}
-	return s.putMultipart(ctx, key, r, size, meta, partSize, buf)
+	return s.putMultipart(ctx, key, r, size, opts, partSize, buf)
 }
 
 // checkMeta refuses user metadata S3 cannot carry, before any request:
@@ -106,7 +120,7 @@ func checkMeta(meta map[string]string) error {
 }
 
 // putKnownSmall uploads a body of known size that fits one part.
-func (s *Store) putKnownSmall(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+func (s *Store) putKnownSmall(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
 	var buf []byte
 	if size < smallBody {
 		buf = make([]byte, size)
@@ -124,11 +138,46 @@ func (s *Store) putKnownSmall(ctx context.Context, key string, r io.Reader, size
 	if n, _ := io.ReadFull(r, one[:]); n > 0 {
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: body is longer than the %d bytes announced", s.where(key), size)
 	}
-	return s.putObject(ctx, key, buf, meta)
+	return s.putObject(ctx, key, buf, opts)
+}
+
+// conditionErr adds ErrPreconditionFailed to the 404 S3 answers an If-Match
+// write of a missing key with, as the backend contract promises.
+func conditionErr(err error, opts backend.PutOptions) error {
+	if opts.IfMatch != "" && errors.Is(err, backend.ErrNotFound) && !errors.Is(err, backend.ErrPermanent) &&
+		!errors.Is(err, backend.ErrPreconditionFailed) {
+		return fmt.Errorf("%w (If-Match %s on a missing object): %w", err, opts.IfMatch, backend.ErrPreconditionFailed)
+	}
+	return err
+}
+
+// countAttempts counts the attempts of one request (its middleware sits
+// inside the SDK's retry loop).
+func countAttempts(n *atomic.Int32) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+			return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("S3CryptfsCountAttempts",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (
+					middleware.FinalizeOutput, middleware.Metadata, error,
+				) {
+					n.Add(1)
+					return next.HandleFinalize(ctx, in)
+				}), "Retry", middleware.After)
+		})
+	}
+}
+
+// condString is S3's optional string for a condition.
+func condString(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return aws.String(v)
 }
 
 // putObject stores data with one PutObject.
-func (s *Store) putObject(ctx context.Context, key string, data []byte, meta map[string]string) (backend.ObjectInfo, error) {
+func (s *Store) putObject(ctx context.Context, key string, data []byte, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	meta := opts.Metadata
 	if err := ctx.Err(); err != nil {
 		return backend.ObjectInfo{}, fmt.Errorf("s3: put %s: %w", s.where(key), err)
 	}
@@ -138,11 +187,37 @@ func (s *Store) putObject(ctx context.Context, key string, data []byte, meta map
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 		Metadata:      meta,
+		IfMatch:       condString(opts.IfMatch),
+		IfNoneMatch:   condString(opts.IfNoneMatch),
 	}
 	s.sse.put(in)
-	out, err := s.client.PutObject(ctx, in)
+	var attempts atomic.Int32
+	var optFns []func(*s3.Options)
+	if opts.Conditional() {
+		optFns = append(optFns, countAttempts(&attempts))
+	}
+	out, err := s.client.PutObject(ctx, in, optFns...)
 	if err != nil {
-		return backend.ObjectInfo{}, s.classify(ctx, "put", key, err)
+		err = conditionErr(s.classify(ctx, "put", key, err), opts)
+		if attempts.Load() > 1 && errors.Is(err, backend.ErrPreconditionFailed) {
+			// The SDK retries a request whose answer was lost; if an
+			// earlier attempt had in fact stored the object, the retry
+			// finds that write and fails the condition. The object is
+			// ours if it holds exactly our bytes: its ETag is their MD5
+			// (for SSE-S3 and no SSE; with SSE-C or SSE-KMS it is not,
+			// and the failure stands). Only after a retry: a first
+			// attempt that fails its condition lost, even if the object
+			// happens to hold the same bytes.
+			sum := md5.Sum(data)
+			if st, herr := s.head(ctx, "put", key, ""); herr == nil && st.Size == int64(len(data)) &&
+				st.ETag == fmt.Sprintf(`"%x"`, sum[:]) {
+				return backend.ObjectInfo{
+					Key: key, Size: int64(len(data)), ETag: st.ETag,
+					LastModified: time.Now(), Metadata: cloneMeta(meta),
+				}, nil
+			}
+		}
+		return backend.ObjectInfo{}, err
 	}
 	return backend.ObjectInfo{
 		Key: key, Size: int64(len(data)), ETag: aws.ToString(out.ETag),
@@ -158,9 +233,10 @@ func partSizeFor(base int64, n int) int64 {
 
 // putMultipart uploads r as a multipart upload whose first part, of
 // partSize bytes, is already in first.
-func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, meta map[string]string,
+func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size int64, opts backend.PutOptions,
 	partSize int64, first []byte,
 ) (backend.ObjectInfo, error) {
+	meta := opts.Metadata
 	create := &s3.CreateMultipartUploadInput{
 		Bucket:            aws.String(s.bucket),
 		Key:               aws.String(s.key(key)),
@@ -241,7 +317,7 @@ func (s *Store) putMultipart(ctx context.Context, key string, r io.Reader, size 
 	}
 	if err == nil {
 		var oi backend.ObjectInfo
-		if oi, err = up.complete(ctx, total, meta); err == nil {
+		if oi, err = up.complete(ctx, total, opts); err == nil {
 			return oi, nil
 		}
 	}
@@ -300,7 +376,8 @@ func (u *upload) failure() error {
 	return u.err
 }
 
-func (u *upload) complete(ctx context.Context, size int64, meta map[string]string) (backend.ObjectInfo, error) {
+func (u *upload) complete(ctx context.Context, size int64, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	meta := opts.Metadata
 	parts := slices.SortedFunc(slices.Values(u.parts), func(a, b types.CompletedPart) int {
 		return int(aws.ToInt32(a.PartNumber) - aws.ToInt32(b.PartNumber))
 	})
@@ -309,12 +386,14 @@ func (u *upload) complete(ctx context.Context, size int64, meta map[string]strin
 		Key:             aws.String(u.s.key(u.key)),
 		UploadId:        u.id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		IfMatch:         condString(opts.IfMatch),
+		IfNoneMatch:     condString(opts.IfNoneMatch),
 	}
 	u.s.sse.complete(in)
 	oi := backend.ObjectInfo{Key: u.key, Size: size, LastModified: time.Now(), Metadata: cloneMeta(meta)}
 	out, err := u.s.client.CompleteMultipartUpload(ctx, in)
 	if err != nil {
-		err = u.s.classify(ctx, "put (complete)", u.key, err)
+		err = conditionErr(u.s.classify(ctx, "put (complete)", u.key, err), opts)
 		// Completing is the one request that is not idempotent: if the
 		// answer to a completion that succeeded was lost, the retry finds
 		// the upload gone. The object is then ours if its ETag is the one

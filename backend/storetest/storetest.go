@@ -59,6 +59,9 @@ func Run(t *testing.T, newStore func(t *testing.T) backend.Store) {
 		{"EmptyObject", testEmptyObject},
 		{"Ranges", testRanges},
 		{"IfMatch", testIfMatch},
+		{"ConditionalPut", testConditionalPut},
+		{"ConditionalPutStreamed", testConditionalPutStreamed},
+		{"ConditionalPutRace", testConditionalPutRace},
 		{"NotFound", testNotFound},
 		{"Copy", testCopy},
 		{"CopyOntoItself", testCopyOntoItself},
@@ -361,6 +364,137 @@ func testIfMatch(t *testing.T, s backend.Store) {
 	}
 	if got := get(t, s, "dst"); string(got) != "new content!" {
 		t.Errorf("copied object = %q", got)
+	}
+}
+
+func wantPrecondition(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, backend.ErrPreconditionFailed) || !backend.IsPermanent(err) {
+		t.Errorf("%s: err = %v, want ErrPreconditionFailed", what, err)
+	}
+}
+
+func putWith(t *testing.T, s backend.Store, key, data string, opts backend.PutOptions) (backend.ObjectInfo, error) {
+	t.Helper()
+	return s.PutWith(t.Context(), key, strings.NewReader(data), int64(len(data)), opts)
+}
+
+// testConditionalPut: If-None-Match "*" creates only, If-Match replaces only
+// the version it names; a failed condition stores nothing.
+func testConditionalPut(t *testing.T, s backend.Store) {
+	created, err := putWith(t, s, "k", "first", backend.PutOptions{IfNoneMatch: "*", Metadata: map[string]string{"v": "1"}})
+	if err != nil {
+		t.Fatalf("create with If-None-Match *: %v", err)
+	}
+	if st := stat(t, s, "k"); st.ETag != created.ETag || st.Metadata["v"] != "1" {
+		t.Errorf("created object: %+v, Put returned %+v", st, created)
+	}
+	_, err = putWith(t, s, "k", "second", backend.PutOptions{IfNoneMatch: "*"})
+	wantPrecondition(t, "If-None-Match * on an existing key", err)
+	if got := get(t, s, "k"); string(got) != "first" {
+		t.Errorf("after a refused create: %q", got)
+	}
+	replaced, err := putWith(t, s, "k", "third", backend.PutOptions{IfMatch: created.ETag})
+	if err != nil {
+		t.Fatalf("replace with the current If-Match: %v", err)
+	}
+	if replaced.ETag == created.ETag || string(get(t, s, "k")) != "third" {
+		t.Errorf("replace with If-Match did not replace: %+v", replaced)
+	}
+	_, err = putWith(t, s, "k", "fourth", backend.PutOptions{IfMatch: created.ETag})
+	wantPrecondition(t, "If-Match with a stale ETag", err)
+	if st := stat(t, s, "k"); st.ETag != replaced.ETag || string(get(t, s, "k")) != "third" {
+		t.Errorf("a refused If-Match changed the object: %+v", st)
+	}
+	_, err = putWith(t, s, "missing", "x", backend.PutOptions{IfMatch: created.ETag})
+	wantPrecondition(t, "If-Match on a missing key", err)
+	wantMissing(t, s, "missing")
+	// Plain writes and deletes are ordered with conditional ones: after a
+	// delete the old ETag no longer matches, and the key can be created.
+	if err := s.Delete(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = putWith(t, s, "k", "fifth", backend.PutOptions{IfMatch: replaced.ETag})
+	wantPrecondition(t, "If-Match after a delete", err)
+	wantMissing(t, s, "k")
+	if _, err := putWith(t, s, "k", "sixth", backend.PutOptions{IfNoneMatch: "*"}); err != nil {
+		t.Errorf("create after a delete: %v", err)
+	}
+	for _, bad := range []backend.PutOptions{{IfNoneMatch: `"etag"`}, {IfNoneMatch: "*", IfMatch: replaced.ETag}} {
+		if _, err := putWith(t, s, "bad", "x", bad); !errors.Is(err, backend.ErrPermanent) {
+			t.Errorf("unsupported condition %+v: %v, want ErrPermanent", bad, err)
+		}
+	}
+	wantMissing(t, s, "bad")
+}
+
+// testConditionalPutStreamed: conditions hold for a body of unknown size,
+// big enough to be a multipart upload on S3 (checked at completion).
+func testConditionalPutStreamed(t *testing.T, s backend.Store) {
+	n := 7 << 20
+	if testing.Short() {
+		n = 1000
+	}
+	data := pattern(11, n)
+	put1 := func(opts backend.PutOptions) (backend.ObjectInfo, error) {
+		return s.PutWith(t.Context(), "big", opaqueReader{bytes.NewReader(data)}, -1, opts)
+	}
+	first, err := put1(backend.PutOptions{IfNoneMatch: "*"})
+	if err != nil {
+		t.Fatalf("streamed create: %v", err)
+	}
+	_, err = put1(backend.PutOptions{IfNoneMatch: "*"})
+	wantPrecondition(t, "streamed If-None-Match * on an existing key", err)
+	_, err = put1(backend.PutOptions{IfMatch: `"not-the-etag"`})
+	wantPrecondition(t, "streamed If-Match with a wrong ETag", err)
+	if st := stat(t, s, "big"); st.ETag != first.ETag || st.Size != int64(n) {
+		t.Errorf("refused streamed puts changed the object: %+v", st)
+	}
+	if _, err := put1(backend.PutOptions{IfMatch: first.ETag}); err != nil {
+		t.Errorf("streamed If-Match with the current ETag: %v", err)
+	}
+	if got := get(t, s, "big"); !bytes.Equal(got, data) {
+		t.Error("streamed conditional put stored other bytes")
+	}
+}
+
+// testConditionalPutRace: writers that all read the same ETag race to
+// replace it; exactly one wins, the others get ErrPreconditionFailed and
+// the object is the winner's. The same for creating a missing key.
+func testConditionalPutRace(t *testing.T, s backend.Store) {
+	const writers = 6
+	base := put(t, s, "race", []byte("base"), nil)
+	for _, tc := range []struct {
+		key  string
+		opts backend.PutOptions
+	}{{"race", backend.PutOptions{IfMatch: base.ETag}}, {"fresh", backend.PutOptions{IfNoneMatch: "*"}}} {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var winners []string
+		start := make(chan struct{})
+		for w := range writers {
+			wg.Go(func() {
+				<-start
+				body := fmt.Sprintf("writer %d", w)
+				_, err := putWith(t, s, tc.key, body, tc.opts)
+				switch {
+				case err == nil:
+					mu.Lock()
+					winners = append(winners, body)
+					mu.Unlock()
+				case !errors.Is(err, backend.ErrPreconditionFailed):
+					t.Errorf("%s: writer %d: %v, want success or ErrPreconditionFailed", tc.key, w, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("%s: %d writers won (%q), want exactly 1", tc.key, len(winners), winners)
+		}
+		if got := get(t, s, tc.key); string(got) != winners[0] {
+			t.Errorf("%s holds %q, the winner wrote %q", tc.key, got, winners[0])
+		}
 	}
 }
 

@@ -109,6 +109,34 @@ def main(path):
     out["object e header"], out["object e block 1"] = he, obje[132 + 4096 + 28:]
     out["object e sha256"] = hashlib.sha256(obje).digest()
 
+    # Version 2 config: a passphrase slot and a key-file slot over a keyring
+    # of two master keys ("v2 master key 2" current, then "master key").
+    vid, ck = v["v2 vault id"], v["v2 config key"]
+    m2 = v["v2 master key 2"]
+    head = b"S3CFVLT\x00" + struct.pack(">HBBB3x", 2, 12, 2, 2) + vid
+    assert len(head) == 32
+
+    def slot(kind, params, salt, nonce, kek):
+        body_len = len(params) + 32 + 12 + 48
+        pre = struct.pack(">BBH", kind, 0, body_len) + params + salt
+        ad = head[:11] + vid + pre
+        return pre + nonce + gcm_seal(kek, nonce, ck, ad)
+
+    pkek = Argon2id(salt=v["v2 passphrase slot salt"], length=32, iterations=3, lanes=4,
+                    memory_cost=65536).derive(v["passphrase"])
+    kkek = hkdf(v["key file"], v["v2 key file slot salt"], "s3cryptfs v1 key file wrap", 32)
+    out["v2 passphrase slot wrapping key"], out["v2 key file slot wrapping key"] = pkek, kkek
+    body = head
+    body += slot(1, struct.pack(">IIB3x", 3, 65536, 4), v["v2 passphrase slot salt"],
+                 v["v2 passphrase slot nonce"], pkek)
+    body += slot(2, b"", v["v2 key file slot salt"], v["v2 key file slot nonce"], kkek)
+    rk = out["v2 keyring key"] = hkdf(ck, b"", "s3cryptfs v2 keyring", 32)
+    rn = v["v2 keyring nonce"]
+    body += rn + gcm_seal(rk, rn, m2 + master, body)
+    out["v2 config"] = body + hashlib.sha256(body).digest()
+    assert len(out["v2 config"]) == 360
+    out["v2 key id 2"] = hkdf(m2, b"", "s3cryptfs v1 key id", 16)
+
     bad = [k for k in out if v.get(k) != out[k]]
     for k in bad:
         print(f"MISMATCH {k}:\n doc      {v.get(k, b'').hex()}\n computed {out[k].hex()}")

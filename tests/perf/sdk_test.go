@@ -206,6 +206,31 @@ func sdkListKeys(ctx context.Context, c *s3.Client, bucket, prefix string) ([]st
 	return keys, nil
 }
 
+// sdkListDirs lists the tree under prefix the way ls -R walks it: one
+// directory at a time (ListObjectsV2 with delimiter "/"), descending into
+// each common prefix. It returns the number of objects listed.
+func sdkListDirs(ctx context.Context, c *s3.Client, bucket, prefix string) (int, error) {
+	n := 0
+	dirs := []string{prefix}
+	for len(dirs) > 0 {
+		dir := dirs[len(dirs)-1]
+		dirs = dirs[:len(dirs)-1]
+		p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(dir),
+			Delimiter: aws.String("/")})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return 0, fmt.Errorf("perf: list %s: %w", dir, err)
+			}
+			n += len(page.Contents)
+			for _, cp := range page.CommonPrefixes {
+				dirs = append(dirs, aws.ToString(cp.Prefix))
+			}
+		}
+	}
+	return n, nil
+}
+
 // sdkDeleteKeys deletes keys with DeleteObjects, 1,000 per request.
 func sdkDeleteKeys(ctx context.Context, c *s3.Client, bucket string, keys []string) error {
 	for len(keys) > 0 {

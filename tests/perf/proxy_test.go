@@ -240,9 +240,10 @@ func runProxyChild(spec string) int {
 
 // proxyProc is a running proxy child.
 type proxyProc struct {
-	addr  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	addr     string
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	stopOnce sync.Once
 }
 
 // startProxyProc starts a proxy child in front of upstream.
@@ -284,15 +285,17 @@ func startProxyProc(upstream string, delay time.Duration, logPath string) (*prox
 // stop ends the child: closing its stdin makes it close its connections
 // and exit; it is killed if it has not within 10 s.
 func (pp *proxyProc) stop() {
-	pp.stdin.Close()
-	done := make(chan struct{})
-	go func() { _ = pp.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = pp.cmd.Process.Kill()
-		<-done
-	}
+	pp.stopOnce.Do(func() {
+		pp.stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = pp.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = pp.cmd.Process.Kill()
+			<-done
+		}
+	})
 }
 
 var proxies struct {

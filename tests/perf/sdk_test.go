@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	s3store "github.com/s3cryptfs/s3cryptfs/backend/s3"
 )
 
 // The bare-SDK baselines use aws-sdk-go-v2's S3 client directly, the way a
@@ -21,12 +22,15 @@ import (
 // adding one. Part size and parallelism: see sdkPartSize.
 var (
 	// sdkPartSize and sdkConcurrency: part size and parts in flight of the
-	// baselines. The defaults were the fastest of the combinations tried on
-	// this machine (docs/PERFORMANCE.md), so the baseline is the best the
-	// SDK does here, not merely its defaults. S3CRYPTFS_BENCH_SDK_PART and
-	// S3CRYPTFS_BENCH_SDK_CONC override them.
+	// baselines. The part size was the fastest of the combinations tried
+	// on this machine (docs/PERFORMANCE.md), so the baseline is the best the
+	// SDK does here, not merely its defaults. The parallelism is the
+	// mount's own upload budget (backend/s3's parts in flight, 4, which was
+	// also the best here), so that at 20 ms a round trip the SDK hides no
+	// more latency behind parallel requests than the mount may.
+	// S3CRYPTFS_BENCH_SDK_PART and S3CRYPTFS_BENCH_SDK_CONC override them.
 	sdkPartSize    = envSize("S3CRYPTFS_BENCH_SDK_PART", 16<<20)
-	sdkConcurrency = int(envSize("S3CRYPTFS_BENCH_SDK_CONC", 4))
+	sdkConcurrency = int(envSize("S3CRYPTFS_BENCH_SDK_CONC", s3store.DefaultConcurrency))
 )
 
 // envSize reads a size from the environment, def when unset or invalid.

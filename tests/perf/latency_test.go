@@ -123,6 +123,17 @@ func (e *env) path(b *testing.B, d time.Duration) *netPath {
 		b.Fatal(err)
 	}
 	p.sdk = c
+	// Check the path is what it claims: a first request (new connection,
+	// TLS handshake, request) through the proxy takes at least a round trip.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := c.ListBuckets(ctx, &s3.ListBucketsInput{}); err != nil {
+		b.Fatalf("perf: %s: first request through %s: %v", p.name, p.endpoint, err)
+	}
+	if took := time.Since(t0); took < 2*d {
+		b.Fatalf("perf: %s: a first request took %v, less than a round trip (%v): the proxy is not delaying", p.name, took, 2*d)
+	}
 	e.paths[d] = p
 	return p
 }

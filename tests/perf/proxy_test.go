@@ -101,11 +101,13 @@ func (p *latencyProxy) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return // listener closed
+			// Out of file descriptors or the like: a moment later the
+			// clients still want their connections.
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		p.wg.Add(1)
 		go p.handle(c)

@@ -275,7 +275,7 @@ func writeTable(sb *strings.Builder, list []result) {
 			}
 			cell := fmtValue(r.value)
 			if !math.IsNaN(r.ratio) {
-				cell += fmt.Sprintf(" (%.2fx)", r.ratio)
+				cell += " (" + fmtRatio(r.ratio) + ")"
 			}
 			if q := fmtReqs(r.reqs); q != "" {
 				cell += ", " + q
@@ -284,6 +284,16 @@ func writeTable(sb *strings.Builder, list []result) {
 		}
 		sb.WriteString(" | " + targets[key] + " |\n")
 	}
+}
+
+// fmtRatio prints a ratio with two decimals, or three below 0.1: at
+// 20 ms a round trip, a mount against a one-request baseline can be at
+// 0.004x, which two decimals would show as nothing.
+func fmtRatio(r float64) string {
+	if r < 0.1 {
+		return fmt.Sprintf("%.3fx", r)
+	}
+	return fmt.Sprintf("%.2fx", r)
 }
 
 // fmtValue prints a figure with about three significant digits.

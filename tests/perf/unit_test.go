@@ -152,6 +152,14 @@ func TestSummaryTable(t *testing.T) {
 	}
 }
 
+func TestFmtRatio(t *testing.T) {
+	for r, want := range map[float64]string{0.8: "0.80x", 2.345: "2.35x", 0.1: "0.10x", 0.0042: "0.004x", 0.05: "0.050x"} {
+		if got := fmtRatio(r); got != want {
+			t.Errorf("fmtRatio(%v) = %q, want %q", r, got, want)
+		}
+	}
+}
+
 func TestRatio(t *testing.T) {
 	if r := ratio(2, 4); r != 0.5 {
 		t.Errorf("ratio(2,4) = %v", r)

@@ -175,6 +175,18 @@ func (e *env) head(ctx context.Context, bucket, key string) (out *s3.HeadObjectO
 	return out, true, nil
 }
 
+// deleteKey removes key from bucket through the observer (untimed set-up)
+// and waits until a HEAD no longer finds it.
+func (e *env) deleteKey(ctx context.Context, bucket, key string) error {
+	if _, err := e.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
+		return fmt.Errorf("perf: delete %s/%s: %w", bucket, key, err)
+	}
+	return waitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		_, ok, err := e.head(ctx, bucket, key)
+		return !ok, err
+	})
+}
+
 // waitFor polls cond until it reports true, for at most limit. It measures
 // durability for mounts whose close() returns before the upload has ended
 // (rclone's write-back cache): the benchmark timer keeps running.

@@ -19,9 +19,12 @@ import (
 )
 
 // The benchmarks run in this order (the order of this file). Each has one
-// sub-benchmark per system: sdk (the baseline, always first), s3cryptfs, and,
-// with S3CRYPTFS_BENCH_COMPARE=1, s3fs and rclone-crypt. Every figure is also
-// kept for the summary table printed at the end of the run.
+// sub-benchmark per latency setting (lat=0, lat=10ms: S3CRYPTFS_BENCH_LATENCY)
+// and under it one per system: sdk (the baseline, always first), s3cryptfs,
+// and, with S3CRYPTFS_BENCH_COMPARE=1, s3fs and rclone-crypt; all of a
+// setting's clients reach MinIO the same way (directly, or through the same
+// latency proxy). Every figure is also kept for the summary table printed
+// at the end of the run, with the S3 requests its timed section made.
 
 const (
 	seqName   = "seq.bin"
@@ -59,9 +62,17 @@ func (r runs) stop() {
 	}
 }
 
-func forEachSystem(b *testing.B, fn func(b *testing.B, sys string)) {
-	for _, sys := range columns {
-		b.Run(sys, func(b *testing.B) { fn(b, sys) })
+func forEachSystem(b *testing.B, fn func(b *testing.B, lat time.Duration, sys string)) {
+	lats, err := latencies()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range lats {
+		b.Run(latName(d), func(b *testing.B) {
+			for _, sys := range columns {
+				b.Run(sys, func(b *testing.B) { fn(b, d, sys) })
+			}
+		})
 	}
 }
 
@@ -87,33 +98,41 @@ func BenchmarkSeqWrite(b *testing.B) {
 	forEachSystem(b, benchSeqWrite)
 }
 
-func benchSeqWrite(b *testing.B, sys string) {
+func benchSeqWrite(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	data := randomData()
 	workload := "seq write " + mib(int64(len(data))) + ", until durable"
 	b.SetBytes(int64(len(data)))
 	if sys == sysSDK {
 		cpu0, srv0 := selfCPU(), e.minioCPU()
-		secs := sdkSeqWrite(b, e, ctx, onTimer(b))
+		secs, reqs := sdkSeqWrite(b, e, p, ctx, onTimer(b))
 		b.ReportMetric((selfCPU()-cpu0)/float64(b.N), "client-CPU-s")
 		b.ReportMetric((e.minioCPU()-srv0)/float64(b.N), "minio-CPU-s")
-		setBaseline(workload, map[string]float64{"": secs})
-		report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s", ratio: nan}, "MB/s")
+		setBaseline(p, workload, map[string]float64{"": secs})
+		report(b, result{lat: p.name, workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
+			ratio: nan, reqs: reqs}, "MB/s")
 		return
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	bucket := e.bucket(b, sys)
 	key := s.fileKey(seqName)
 	var total time.Duration
-	var srvCPU float64
+	var srvCPU, reqs float64
 	for range b.N {
-		m := s.mount(b)
-		prev, _, err := e.head(ctx, bucket, key)
-		if err != nil {
+		// Every run creates the file, as the first run of a set did
+		// before there were several settings: the object is removed
+		// first (untimed). Overwriting it would also hang the wait for
+		// durability on a system that stores plaintext (s3fs): the same
+		// bytes in the same parts have the same ETag, so the new object
+		// could not be told from the old.
+		if err := e.deleteKey(ctx, bucket, key); err != nil {
 			b.Fatal(err)
 		}
+		m := s.mount(b)
+		rc := e.countRequests(bucket, nil)
 		srv0 := e.minioCPU()
 		b.StartTimer()
 		t0 := time.Now()
@@ -121,12 +140,13 @@ func benchSeqWrite(b *testing.B, sys string) {
 			b.Fatalf("%s: %v", sys, err)
 		}
 		closed := time.Since(t0)
-		if err := waitNewObject(ctx, e, bucket, key, prev, int64(len(data))); err != nil {
+		if err := waitNewObject(ctx, e, bucket, key, nil, int64(len(data))); err != nil {
 			b.Fatalf("%s: %v", sys, err)
 		}
 		d := time.Since(t0)
 		b.StopTimer()
 		srvCPU += e.minioCPU() - srv0
+		reqs += rc.done(b)
 		noteLateDurability(b, sys, closed, d)
 		total += d
 		reportRSS(b, m)
@@ -135,27 +155,34 @@ func benchSeqWrite(b *testing.B, sys string) {
 	e.setFixture(sys, seqName, true)
 	b.ReportMetric(srvCPU/float64(b.N), "minio-CPU-s")
 	secs := total.Seconds() / float64(b.N)
-	base := baseline(b, workload, func() map[string]float64 { return map[string]float64{"": sdkSeqWrite(b, e, ctx, once)} })
-	report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
-		ratio: ratio(base[""], secs), target: ">= 0.75x SDK"}, "MB/s")
+	base := baseline(b, p, workload, func() map[string]float64 {
+		secs, _ := sdkSeqWrite(b, e, p, ctx, once)
+		return map[string]float64{"": secs}
+	})
+	report(b, result{lat: p.name, workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
+		ratio: ratio(base[""], secs), target: ">= 0.75x SDK", reqs: reqs / float64(b.N)}, "MB/s")
 }
 
-// sdkSeqWrite uploads the data r.n times and returns seconds per upload.
-func sdkSeqWrite(b *testing.B, e *env, ctx context.Context, r runs) float64 {
+// sdkSeqWrite uploads the data r.n times through p and returns seconds and
+// requests per upload. sdkConcurrency (4) parts in flight is the mount's
+// budget too (backend/s3 DefaultConcurrency).
+func sdkSeqWrite(b *testing.B, e *env, p *netPath, ctx context.Context, r runs) (secs, reqs float64) {
 	bucket := e.bucket(b, sysSDK)
 	data := randomData()
 	var total time.Duration
 	for range r.n {
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		r.start()
-		d, err := timed(func() error { return sdkUpload(ctx, e.s3, bucket, seqName, data, sdkPartSize, sdkConcurrency) })
+		d, err := timed(func() error { return sdkUpload(ctx, p.sdk, bucket, seqName, data, sdkPartSize, sdkConcurrency) })
 		r.stop()
 		if err != nil {
 			b.Fatal(err)
 		}
+		reqs += rc.done(b)
 		total += d
 	}
 	e.setFixture(sysSDK, seqName, true)
-	return total.Seconds() / float64(r.n)
+	return total.Seconds() / float64(r.n), reqs / float64(r.n)
 }
 
 // waitNewObject waits until key exists with an ETag other than prev's and at
@@ -204,7 +231,8 @@ func ensureSeqFile(b *testing.B, e *env, sys string) {
 			b.Fatal(err)
 		}
 	} else {
-		s := getSystem(b, e, sys)
+		// Untimed set-up: directly, whatever the setting being measured.
+		s := getSystem(b, e, sys, e.path(b, 0))
 		m := s.mount(b)
 		prev, _, err := e.head(ctx, e.bucket(b, sys), s.fileKey(seqName))
 		if err != nil {
@@ -241,9 +269,10 @@ var readBuf = sync.OnceValue(func() []byte {
 	return b
 })
 
-func benchSeqReadCold(b *testing.B, sys string) {
+func benchSeqReadCold(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	data := randomData()
 	workload := "cold seq read " + mib(int64(len(data)))
@@ -251,24 +280,28 @@ func benchSeqReadCold(b *testing.B, sys string) {
 	if sys == sysSDK {
 		ensureSeqFile(b, e, sys)
 		cpu0, srv0 := selfCPU(), e.minioCPU()
-		secs := sdkSeqRead(b, e, ctx, onTimer(b))
+		secs, reqs := sdkSeqRead(b, e, p, ctx, onTimer(b))
 		b.ReportMetric((selfCPU()-cpu0)/float64(b.N), "client-CPU-s")
 		b.ReportMetric((e.minioCPU()-srv0)/float64(b.N), "minio-CPU-s")
-		setBaseline(workload, map[string]float64{"": secs})
-		report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s", ratio: nan}, "MB/s")
+		setBaseline(p, workload, map[string]float64{"": secs})
+		report(b, result{lat: p.name, workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
+			ratio: nan, reqs: reqs}, "MB/s")
 		return
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	ensureSeqFile(b, e, sys)
+	bucket := e.bucket(b, sys)
 	var total time.Duration
-	var srvCPU float64
+	var srvCPU, reqs float64
 	for range b.N {
 		m := s.mount(b)
+		rc := e.countRequests(bucket, nil)
 		srv0 := e.minioCPU()
 		b.StartTimer()
 		d, err := timed(func() error { return readCompare(m.path(seqName), data, readBuf()) })
 		b.StopTimer()
 		srvCPU += e.minioCPU() - srv0
+		reqs += rc.done(b)
 		if err != nil {
 			b.Fatalf("%s: %v", sys, err)
 		}
@@ -278,29 +311,35 @@ func benchSeqReadCold(b *testing.B, sys string) {
 	}
 	b.ReportMetric(srvCPU/float64(b.N), "minio-CPU-s")
 	secs := total.Seconds() / float64(b.N)
-	base := baseline(b, workload, func() map[string]float64 {
+	base := baseline(b, p, workload, func() map[string]float64 {
 		ensureSeqFile(b, e, sysSDK)
-		return map[string]float64{"": sdkSeqRead(b, e, ctx, once)}
+		secs, _ := sdkSeqRead(b, e, p, ctx, once)
+		return map[string]float64{"": secs}
 	})
-	report(b, result{workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
-		ratio: ratio(base[""], secs), target: ">= 0.75x SDK"}, "MB/s")
+	report(b, result{lat: p.name, workload: workload, system: sys, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
+		ratio: ratio(base[""], secs), target: ">= 0.75x SDK", reqs: reqs / float64(b.N)}, "MB/s")
 }
 
-func sdkSeqRead(b *testing.B, e *env, ctx context.Context, r runs) float64 {
+// sdkSeqRead reads the file r.n times through p with parallel ranged GETs;
+// seconds and requests per read.
+func sdkSeqRead(b *testing.B, e *env, p *netPath, ctx context.Context, r runs) (secs, reqs float64) {
 	data := randomData()
+	bucket := e.bucket(b, sysSDK)
 	var total time.Duration
 	for range r.n {
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		r.start()
 		d, err := timed(func() error {
-			return sdkDownload(ctx, e.s3, e.bucket(b, sysSDK), seqName, readBuf(), data, sdkPartSize, sdkConcurrency)
+			return sdkDownload(ctx, p.sdk, bucket, seqName, readBuf(), data, sdkPartSize, sdkConcurrency)
 		})
 		r.stop()
 		if err != nil {
 			b.Fatal(err)
 		}
+		reqs += rc.done(b)
 		total += d
 	}
-	return total.Seconds() / float64(r.n)
+	return total.Seconds() / float64(r.n), reqs / float64(r.n)
 }
 
 // ---- 3. random 4 KiB reads (fio) ----
@@ -314,31 +353,35 @@ func BenchmarkRandRead4K(b *testing.B) {
 	forEachSystem(b, benchRandRead)
 }
 
-func benchRandRead(b *testing.B, sys string) {
+func benchRandRead(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	c := cfg()
 	cold := fmt.Sprintf("random 4 KiB read, cold (4 jobs, %d s over %s)", c.fioRuntime, mib(c.seqSize))
 	warm := fmt.Sprintf("random 4 KiB read, warm (4 jobs, %d s over %s)", c.fioRuntime, mib(c.warmRegion))
 	if sys == sysSDK {
 		ensureSeqFile(b, e, sys)
-		iops := sdkRandRead(b, e, ctx, onTimer(b))
-		setBaseline(cold, map[string]float64{"": 1 / iops})
-		report(b, result{workload: cold, system: sys, value: iops, unit: "IOPS", ratio: nan}, "cold-IOPS")
+		iops, reqs := sdkRandRead(b, e, p, ctx, onTimer(b))
+		setBaseline(p, cold, map[string]float64{"": 1 / iops})
+		report(b, result{lat: p.name, workload: cold, system: sys, value: iops, unit: "IOPS", ratio: nan, reqs: reqs}, "cold-IOPS")
 		return
 	}
 	if _, err := exec.LookPath("fio"); err != nil {
 		b.Fatal("perf: fio not installed (apt-get install -y fio)")
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	ensureSeqFile(b, e, sys)
-	var coldSum, warmSum float64
+	bucket := e.bucket(b, sys)
+	var coldSum, warmSum, coldReqs, warmReqs float64
 	for range b.N {
 		m := s.mount(b)
+		rc := e.countRequests(bucket, nil)
 		b.StartTimer()
 		iops, err := fioRandRead(ctx, m.path(seqName), c.seqSize, c.fioRuntime)
 		b.StopTimer()
+		coldReqs += rc.done(b)
 		if err != nil {
 			b.Fatalf("%s cold: %v", sys, err)
 		}
@@ -347,9 +390,11 @@ func benchRandRead(b *testing.B, sys string) {
 		if err := prefetch(m.path(seqName), c.warmRegion); err != nil {
 			b.Fatalf("%s warm-up: %v", sys, err)
 		}
+		rc = e.countRequests(bucket, nil)
 		b.StartTimer()
 		iops, err = fioRandRead(ctx, m.path(seqName), c.warmRegion, c.fioRuntime)
 		b.StopTimer()
+		warmReqs += rc.done(b)
 		if err != nil {
 			b.Fatalf("%s warm: %v", sys, err)
 		}
@@ -357,13 +402,17 @@ func benchRandRead(b *testing.B, sys string) {
 		reportRSS(b, m)
 		m.unmount(b)
 	}
-	base := baseline(b, cold, func() map[string]float64 {
+	base := baseline(b, p, cold, func() map[string]float64 {
 		ensureSeqFile(b, e, sysSDK)
-		return map[string]float64{"": 1 / sdkRandRead(b, e, ctx, once)}
+		iops, _ := sdkRandRead(b, e, p, ctx, once)
+		return map[string]float64{"": 1 / iops}
 	})
-	coldIOPS, warmIOPS := coldSum/float64(b.N), warmSum/float64(b.N)
-	report(b, result{workload: cold, system: sys, value: coldIOPS, unit: "IOPS", ratio: ratio(base[""], 1/coldIOPS)}, "cold-IOPS")
-	report(b, result{workload: warm, system: sys, value: warmIOPS, unit: "IOPS", ratio: nan, target: ">= 50000 IOPS"}, "warm-IOPS")
+	n := float64(b.N)
+	coldIOPS, warmIOPS := coldSum/n, warmSum/n
+	report(b, result{lat: p.name, workload: cold, system: sys, value: coldIOPS, unit: "IOPS", ratio: ratio(base[""], 1/coldIOPS),
+		reqs: coldReqs / n}, "cold-IOPS")
+	report(b, result{lat: p.name, workload: warm, system: sys, value: warmIOPS, unit: "IOPS", ratio: nan, target: ">= 50000 IOPS",
+		reqs: warmReqs / n}, "warm-IOPS")
 }
 
 // prefetch reads the first n bytes of path once, sequentially.
@@ -384,14 +433,16 @@ func prefetch(path string, n int64) error {
 	return nil
 }
 
-// sdkRandRead does what fio does, with ranged GETs: 4 goroutines, random
-// 4 KiB-aligned offsets, for fioRuntime seconds. Returns IOPS.
-func sdkRandRead(b *testing.B, e *env, ctx context.Context, r runs) float64 {
+// sdkRandRead does what fio does, with ranged GETs through p: 4
+// goroutines, random 4 KiB-aligned offsets, for fioRuntime seconds. Returns
+// IOPS and requests per run.
+func sdkRandRead(b *testing.B, e *env, p *netPath, ctx context.Context, r runs) (iops, reqs float64) {
 	c := cfg()
 	bucket := e.bucket(b, sysSDK)
 	data := randomData()
 	var sum float64
 	for i := range r.n {
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		var ops atomic.Int64
 		var wg sync.WaitGroup
 		errs := make(chan error, 4)
@@ -406,7 +457,7 @@ func sdkRandRead(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 				buf := make([]byte, 4096)
 				for time.Now().Before(deadline) {
 					off := r.Int64N(c.seqSize/4096) * 4096
-					if err := sdkGetRange(ctx, e.s3, bucket, seqName, off, buf); err != nil {
+					if err := sdkGetRange(ctx, p.sdk, bucket, seqName, off, buf); err != nil {
 						errs <- err
 						return
 					}
@@ -421,13 +472,14 @@ func sdkRandRead(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 		wg.Wait()
 		elapsed := time.Since(t0)
 		r.stop()
+		reqs += rc.done(b)
 		close(errs)
 		if err := <-errs; err != nil {
 			b.Fatal(err)
 		}
 		sum += float64(ops.Load()) / elapsed.Seconds()
 	}
-	return sum / float64(r.n)
+	return sum / float64(r.n), reqs / float64(r.n)
 }
 
 // ---- 4. a tree of ~1,500 small real files ----
@@ -435,89 +487,108 @@ func sdkRandRead(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 // BenchmarkSmallFiles copies $GOROOT/src/cmd/go (1,502 files) into the mount
 // with cp -r (timed until every object is stored), then on a fresh mount
 // times ls -lR, reading every file (checking its bytes), and rm -rf (until
-// the objects are gone). The SDK baseline does one request per file, one
-// at a time like cp: PutObject, ListObjectsV2 of the tree, GetObject,
-// DeleteObjects.
+// the objects are gone). The SDK baselines (treeRows) do one request per
+// file one at a time, like cp, cat and rm, and for cp -r, ls -lR and rm -rf
+// also what a program that knows the whole job in advance would do.
 func BenchmarkSmallFiles(b *testing.B) {
 	forEachSystem(b, benchSmallFiles)
 }
 
-var treePhases = []string{"cp -r", "ls -lR (fresh mount)", "read every file", "rm -rf"}
+// What the mount does, in order, and the benchmark unit of each.
+var (
+	treePhases     = []string{"cp -r", "ls -lR (fresh mount)", "read every file", "rm -rf"}
+	treePhaseUnits = []string{"cp", "ls-lR", "read", "rm"}
+)
 
-func treeWorkload(t *tree, phase string) string {
-	return fmt.Sprintf("tree of %d files: %s", len(t.files), phase)
+// treeRow is one row of the table: a mount phase set against one SDK
+// baseline (sdk names it in sdkSmallFiles; unit is its benchmark unit).
+type treeRow struct {
+	phase  int
+	sdk    string
+	label  string
+	unit   string
+	target string
 }
 
-func benchSmallFiles(b *testing.B, sys string) {
+var treeRows = []treeRow{
+	{0, "put1", "one PUT at a time", "cp", ""},
+	{0, "put16", "16 PUTs in flight", "cp16", ""},
+	{1, "listdirs", "one LIST per directory, one at a time", "ls-lR", "< 1 s"},
+	{1, "listall", "one LIST of the whole tree", "list-tree", ""},
+	{2, "get1", "one GET at a time", "read", ""},
+	{3, "del1", "one DELETE at a time", "rm", ""},
+	{3, "bulkdel", "DeleteObjects, 1,000 keys a request", "rm-bulk", ""},
+}
+
+func treeWorkload(t *tree, row treeRow) string {
+	return fmt.Sprintf("tree of %d files: %s (sdk: %s)", len(t.files), treePhases[row.phase], row.label)
+}
+
+func benchSmallFiles(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	t, err := sourceTree()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(t.bytes)
-	units := []string{"cp-s", "ls-lR-s", "read-s", "rm-s"}
-	targets := []string{"", "< 1 s", "", ""}
-	var secs []float64
 	if sys == sysSDK {
-		secs = sdkSmallFiles(b, e, ctx, t, onTimer(b))
-		base := map[string]float64{}
-		for i, p := range treePhases {
-			base[p] = secs[i]
-		}
-		setBaseline("tree", base)
-		for i, p := range treePhases {
-			report(b, result{workload: treeWorkload(t, p), system: sys, value: secs[i], unit: "s", ratio: nan}, units[i])
+		secs, reqs := sdkSmallFiles(b, e, p, ctx, t, onTimer(b))
+		setBaseline(p, "tree", secs)
+		for _, row := range treeRows {
+			reportAs(b, result{lat: p.name, workload: treeWorkload(t, row), system: sys, value: secs[row.sdk], unit: "s",
+				ratio: nan, reqs: reqs[row.sdk]}, row.unit+"-s", "", row.unit+"-requests")
 		}
 		return
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	bucket := e.bucket(b, sys)
-	secs = make([]float64, len(treePhases))
+	secs := make([]float64, len(treePhases))
+	reqs := make([]float64, len(treePhases))
 	prefix := treeName + "/"
+	// phase times fn (timer on) and counts its requests.
+	phase := func(i int, fn func() error) {
+		rc := e.countRequests(bucket, nil)
+		b.StartTimer()
+		d, err := timed(fn)
+		b.StopTimer()
+		if err != nil {
+			b.Fatalf("%s %s: %v", sys, treePhases[i], err)
+		}
+		reqs[i] += rc.done(b)
+		secs[i] += d.Seconds()
+	}
 	for range b.N {
 		// cp -r, until every object is stored.
 		m := s.mount(b)
 		if n, err := e.countObjects(ctx, bucket, prefix); err != nil || n != 0 {
 			b.Fatalf("%s: %d objects already under %s (%v)", sys, n, prefix, err)
 		}
-		b.StartTimer()
-		d, err := timed(func() error {
+		phase(0, func() error {
 			if err := runQuiet(ctx, nil, "cp", "-r", t.root, m.path(treeName)); err != nil {
 				return err
 			}
 			return waitCount(ctx, e, bucket, prefix, len(t.files))
 		})
-		b.StopTimer()
-		if err != nil {
-			b.Fatalf("%s cp -r: %v", sys, err)
-		}
-		secs[0] += d.Seconds()
 		reportRSS(b, m)
 		m.unmount(b)
 
 		// ls -lR on a fresh mount.
 		m = s.mount(b)
 		var out []byte
-		b.StartTimer()
-		d, err = timed(func() error {
+		phase(1, func() error {
 			var err error
 			out, err = exec.CommandContext(ctx, "ls", "-lR", m.path(treeName)).Output()
 			return err
 		})
-		b.StopTimer()
-		if err != nil {
-			b.Fatalf("%s ls -lR: %v", sys, err)
-		}
 		if n, want := countLsFiles(out), t.visibleFiles(); n != want {
 			b.Fatalf("%s: ls -lR shows %d files, want %d", sys, n, want)
 		}
-		secs[1] += d.Seconds()
 
 		// Read every file (same mount: ls has cached no content).
-		b.StartTimer()
-		d, err = timed(func() error {
+		phase(2, func() error {
 			for _, f := range t.files {
 				got, err := os.ReadFile(m.path(path.Join(treeName, f.rel)))
 				if err != nil {
@@ -529,35 +600,31 @@ func benchSmallFiles(b *testing.B, sys string) {
 			}
 			return nil
 		})
-		b.StopTimer()
-		if err != nil {
-			b.Fatalf("%s read: %v", sys, err)
-		}
-		secs[2] += d.Seconds()
 
 		// rm -rf, until the objects are gone.
-		b.StartTimer()
-		d, err = timed(func() error {
+		phase(3, func() error {
 			if err := runQuiet(ctx, nil, "rm", "-rf", m.path(treeName)); err != nil {
 				return err
 			}
 			return waitCount(ctx, e, bucket, prefix, 0)
 		})
-		b.StopTimer()
-		if err != nil {
-			b.Fatalf("%s rm -rf: %v", sys, err)
-		}
-		secs[3] += d.Seconds()
 		reportRSS(b, m)
 		m.unmount(b)
 	}
-	base := baseline(b, "tree", func() map[string]float64 {
-		v := sdkSmallFiles(b, e, ctx, t, once)
-		return map[string]float64{treePhases[0]: v[0], treePhases[1]: v[1], treePhases[2]: v[2], treePhases[3]: v[3]}
+	base := baseline(b, p, "tree", func() map[string]float64 {
+		secs, _ := sdkSmallFiles(b, e, p, ctx, t, once)
+		return secs
 	})
-	for i, p := range treePhases {
-		v := secs[i] / float64(b.N)
-		report(b, result{workload: treeWorkload(t, p), system: sys, value: v, unit: "s", ratio: ratio(base[p], v), target: targets[i]}, units[i])
+	n := float64(b.N)
+	for _, row := range treeRows {
+		pu := treePhaseUnits[row.phase]
+		ru := pu + "-ratio"
+		if row.unit != pu {
+			ru = pu + "-vs-" + row.unit + "-ratio"
+		}
+		v := secs[row.phase] / n
+		reportAs(b, result{lat: p.name, workload: treeWorkload(t, row), system: sys, value: v, unit: "s",
+			ratio: ratio(base[row.sdk], v), target: row.target, reqs: reqs[row.phase] / n}, pu+"-s", ru, pu+"-requests")
 	}
 }
 
@@ -576,66 +643,90 @@ func waitCount(ctx context.Context, e *env, bucket, prefix string, want int) err
 	return nil
 }
 
-// sdkSmallFiles returns seconds per phase (put, list, get, delete), averaged
-// over r.n.
-func sdkSmallFiles(b *testing.B, e *env, ctx context.Context, t *tree, r runs) []float64 {
+// sdkSmallFiles runs every SDK baseline of the tree through p, in an order
+// that leaves each the objects it needs: PUT every file one at a time,
+// LIST every directory one at a time, LIST the whole tree, GET every file
+// one at a time, DELETE every file one at a time; then PUT every file with
+// 16 in flight, and DeleteObjects. It returns seconds and requests per
+// run, by treeRow.sdk.
+func sdkSmallFiles(b *testing.B, e *env, p *netPath, ctx context.Context, t *tree, r runs) (secs, reqs map[string]float64) {
 	bucket := e.bucket(b, sysSDK)
-	secs := make([]float64, 4)
+	c := p.sdk
+	secs, reqs = map[string]float64{}, map[string]float64{}
 	prefix := treeName + "/"
-	for range r.n {
+	phase := func(name string, fn func() error) {
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		r.start()
-		d, err := timed(func() error {
-			for _, f := range t.files {
-				if err := sdkUpload(ctx, e.s3, bucket, prefix+f.rel, f.data, sdkPartSize, 1); err != nil {
+		d, err := timed(fn)
+		r.stop()
+		if err != nil {
+			b.Fatalf("sdk %s: %v", name, err)
+		}
+		reqs[name] += rc.done(b)
+		secs[name] += d.Seconds()
+	}
+	put := func(ctx context.Context, i int) error {
+		return sdkUpload(ctx, c, bucket, prefix+t.files[i].rel, t.files[i].data, sdkPartSize, 1)
+	}
+	for range r.n {
+		phase("put1", func() error {
+			for i := range t.files {
+				if err := put(ctx, i); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		secs[0] += d.Seconds()
-		var keys []string
-		d, err = timed(func() error {
-			var err error
-			keys, err = sdkListKeys(ctx, e.s3, bucket, prefix)
+		phase("listdirs", func() error {
+			n, err := sdkListDirs(ctx, c, bucket, prefix)
+			if err == nil && n != len(t.files) {
+				err = fmt.Errorf("listed %d objects, want %d", n, len(t.files))
+			}
 			return err
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(keys) != len(t.files) {
-			b.Fatalf("sdk: listed %d keys, want %d", len(keys), len(t.files))
-		}
-		secs[1] += d.Seconds()
-		d, err = timed(func() error {
+		var keys []string
+		phase("listall", func() error {
+			var err error
+			keys, err = sdkListKeys(ctx, c, bucket, prefix)
+			if err == nil && len(keys) != len(t.files) {
+				err = fmt.Errorf("listed %d keys, want %d", len(keys), len(t.files))
+			}
+			return err
+		})
+		phase("get1", func() error {
 			for _, f := range t.files {
-				got, err := sdkGet(ctx, e.s3, bucket, prefix+f.rel)
+				got, err := sdkGet(ctx, c, bucket, prefix+f.rel)
 				if err != nil {
 					return err
 				}
 				if string(got) != string(f.data) {
-					return fmt.Errorf("sdk: %s: content differs", f.rel)
+					return fmt.Errorf("%s: content differs", f.rel)
 				}
 			}
 			return nil
 		})
-		if err != nil {
-			b.Fatal(err)
+		phase("del1", func() error {
+			for _, k := range keys {
+				if _, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)}); err != nil {
+					return fmt.Errorf("delete %s: %w", k, err)
+				}
+			}
+			return nil
+		})
+		if n, err := e.countObjects(ctx, bucket, prefix); err != nil || n != 0 {
+			b.Fatalf("sdk: %d objects left under %s after deleting them (%v)", n, prefix, err)
 		}
-		secs[2] += d.Seconds()
-		d, err = timed(func() error { return sdkDeleteKeys(ctx, e.s3, bucket, keys) })
-		r.stop()
-		if err != nil {
-			b.Fatal(err)
+		phase("put16", func() error { return sdkParallel(ctx, len(t.files), 16, put) })
+		phase("bulkdel", func() error { return sdkDeleteKeys(ctx, c, bucket, keys) })
+		if n, err := e.countObjects(ctx, bucket, prefix); err != nil || n != 0 {
+			b.Fatalf("sdk: %d objects left under %s after DeleteObjects (%v)", n, prefix, err)
 		}
-		secs[3] += d.Seconds()
 	}
-	for i := range secs {
-		secs[i] /= float64(r.n)
+	for k := range secs {
+		secs[k] /= float64(r.n)
+		reqs[k] /= float64(r.n)
 	}
-	return secs
+	return secs, reqs
 }
 
 // ---- 5. random writes then fsync ----
@@ -664,38 +755,41 @@ func randWrites(i int) (offs []int64, payload []byte) {
 
 var randwSeq atomic.Int64 // rounds, so each round writes new bytes
 
-func benchRandWrite(b *testing.B, sys string) {
+func benchRandWrite(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	c := cfg()
 	workload := fmt.Sprintf("%d random 4 KiB writes into %s + fsync, until durable", c.randwCount, mib(c.randwSize))
 	if sys == sysSDK {
-		secs := sdkRandWrite(b, e, ctx, onTimer(b))
-		setBaseline(workload, map[string]float64{"": secs})
-		report(b, result{workload: workload, system: sys, value: secs, unit: "s", ratio: nan}, "s")
+		secs, reqs := sdkRandWrite(b, e, p, ctx, onTimer(b))
+		setBaseline(p, workload, map[string]float64{"": secs})
+		report(b, result{lat: p.name, workload: workload, system: sys, value: secs, unit: "s", ratio: nan, reqs: reqs}, "s")
 		return
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	bucket := e.bucket(b, sys)
 	key := s.fileKey(randwName)
 	image := make([]byte, c.randwSize)
 	fillRandom(image, 7)
 	{ // the file, written fresh so that its content is known
-		m := s.mount(b)
-		prev, _, err := e.head(ctx, bucket, key)
-		if err != nil {
+		// Removed first, like SeqWrite's: rewriting the same bytes gives
+		// s3fs's object the same ETag, and waitNewObject would wait forever.
+		if err := e.deleteKey(ctx, bucket, key); err != nil {
 			b.Fatal(err)
 		}
+		m := s.mount(b)
 		if err := writeFile(m.path(randwName), image); err != nil {
 			b.Fatalf("%s: %v", sys, err)
 		}
-		if err := waitNewObject(ctx, e, bucket, key, prev, c.randwSize); err != nil {
+		if err := waitNewObject(ctx, e, bucket, key, nil, c.randwSize); err != nil {
 			b.Fatal(err)
 		}
 		m.unmount(b)
 	}
 	var total time.Duration
+	var reqs float64
 	for range b.N {
 		offs, payload := randWrites(int(randwSeq.Add(1)))
 		m := s.mount(b)
@@ -703,6 +797,7 @@ func benchRandWrite(b *testing.B, sys string) {
 		if err != nil || prev == nil {
 			b.Fatalf("%s: %s missing before the writes (%v)", sys, key, err)
 		}
+		rc := e.countRequests(bucket, nil)
 		b.StartTimer()
 		t0 := time.Now()
 		err = func() error {
@@ -728,6 +823,7 @@ func benchRandWrite(b *testing.B, sys string) {
 		}
 		d := time.Since(t0)
 		b.StopTimer()
+		reqs += rc.done(b)
 		if err != nil {
 			b.Fatalf("%s: %v", sys, err)
 		}
@@ -746,39 +842,48 @@ func benchRandWrite(b *testing.B, sys string) {
 		m.unmount(b)
 	}
 	secs := total.Seconds() / float64(b.N)
-	base := baseline(b, workload, func() map[string]float64 { return map[string]float64{"": sdkRandWrite(b, e, ctx, once)} })
-	report(b, result{workload: workload, system: sys, value: secs, unit: "s", ratio: ratio(base[""], secs)}, "s")
+	base := baseline(b, p, workload, func() map[string]float64 {
+		secs, _ := sdkRandWrite(b, e, p, ctx, once)
+		return map[string]float64{"": secs}
+	})
+	report(b, result{lat: p.name, workload: workload, system: sys, value: secs, unit: "s", ratio: ratio(base[""], secs),
+		reqs: reqs / float64(b.N)}, "s")
 }
 
-func sdkRandWrite(b *testing.B, e *env, ctx context.Context, r runs) float64 {
+// sdkRandWrite is what an object store needs for the same change, through
+// p: GET the whole object (parallel ranged GETs), patch it in memory, PUT
+// it back (parallel multipart upload). Seconds and requests per run.
+func sdkRandWrite(b *testing.B, e *env, p *netPath, ctx context.Context, r runs) (secs, reqs float64) {
 	c := cfg()
 	bucket := e.bucket(b, sysSDK)
 	image := make([]byte, c.randwSize)
 	fillRandom(image, 7)
-	if err := sdkUpload(ctx, e.s3, bucket, randwName, image, sdkPartSize, sdkConcurrency); err != nil {
+	if err := sdkUpload(ctx, e.s3, bucket, randwName, image, sdkPartSize, sdkConcurrency); err != nil { // untimed set-up
 		b.Fatal(err)
 	}
 	buf := make([]byte, c.randwSize)
 	var total time.Duration
 	for range r.n {
 		offs, payload := randWrites(int(randwSeq.Add(1)))
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		r.start()
 		d, err := timed(func() error {
-			if err := sdkDownload(ctx, e.s3, bucket, randwName, buf, nil, sdkPartSize, sdkConcurrency); err != nil {
+			if err := sdkDownload(ctx, p.sdk, bucket, randwName, buf, nil, sdkPartSize, sdkConcurrency); err != nil {
 				return err
 			}
 			for k, off := range offs {
 				copy(buf[off:off+4096], payload[k*4096:(k+1)*4096])
 			}
-			return sdkUpload(ctx, e.s3, bucket, randwName, buf, sdkPartSize, sdkConcurrency)
+			return sdkUpload(ctx, p.sdk, bucket, randwName, buf, sdkPartSize, sdkConcurrency)
 		})
 		r.stop()
 		if err != nil {
 			b.Fatal(err)
 		}
+		reqs += rc.done(b)
 		total += d
 	}
-	return total.Seconds() / float64(r.n)
+	return total.Seconds() / float64(r.n), reqs / float64(r.n)
 }
 
 // ---- 6. renaming a directory ----
@@ -791,19 +896,20 @@ func BenchmarkRenameDir(b *testing.B) {
 	forEachSystem(b, benchRenameDir)
 }
 
-func benchRenameDir(b *testing.B, sys string) {
+func benchRenameDir(b *testing.B, lat time.Duration, sys string) {
 	b.StopTimer()
 	e := getEnv(b)
+	p := e.path(b, lat)
 	ctx := benchCtx(b)
 	c := cfg()
 	workload := fmt.Sprintf("rename a directory of %d files, until durable", c.renameFiles)
 	if sys == sysSDK {
-		secs := sdkRenameDir(b, e, ctx, onTimer(b))
-		setBaseline(workload, map[string]float64{"": secs})
-		report(b, result{workload: workload, system: sys, value: secs, unit: "s", ratio: nan}, "s")
+		secs, reqs := sdkRenameDir(b, e, p, ctx, onTimer(b))
+		setBaseline(p, workload, map[string]float64{"": secs})
+		report(b, result{lat: p.name, workload: workload, system: sys, value: secs, unit: "s", ratio: nan, reqs: reqs}, "s")
 		return
 	}
-	s := getSystem(b, e, sys)
+	s := getSystem(b, e, sys, p)
 	bucket := e.bucket(b, sys)
 	m := s.mount(b)
 	from, to := renA, renB
@@ -831,7 +937,9 @@ func benchRenameDir(b *testing.B, sys string) {
 		from, to = renB, renA
 	}
 	var total time.Duration
+	var reqs float64
 	for range b.N {
+		rc := e.countRequests(bucket, nil)
 		b.StartTimer()
 		d, err := timed(func() error {
 			if err := os.Rename(m.path(from), m.path(to)); err != nil {
@@ -843,6 +951,7 @@ func benchRenameDir(b *testing.B, sys string) {
 			return waitCount(ctx, e, bucket, from+"/", 0)
 		})
 		b.StopTimer()
+		reqs += rc.done(b)
 		if err != nil {
 			b.Fatalf("%s rename %s -> %s: %v", sys, from, to, err)
 		}
@@ -858,11 +967,18 @@ func benchRenameDir(b *testing.B, sys string) {
 	}
 	reportRSS(b, m)
 	secs := total.Seconds() / float64(b.N)
-	base := baseline(b, workload, func() map[string]float64 { return map[string]float64{"": sdkRenameDir(b, e, ctx, once)} })
-	report(b, result{workload: workload, system: sys, value: secs, unit: "s", ratio: ratio(base[""], secs)}, "s")
+	base := baseline(b, p, workload, func() map[string]float64 {
+		secs, _ := sdkRenameDir(b, e, p, ctx, once)
+		return map[string]float64{"": secs}
+	})
+	report(b, result{lat: p.name, workload: workload, system: sys, value: secs, unit: "s", ratio: ratio(base[""], secs),
+		reqs: reqs / float64(b.N)}, "s")
 }
 
-func sdkRenameDir(b *testing.B, e *env, ctx context.Context, r runs) float64 {
+// sdkRenameDir "renames" the directory through p: one listing, a
+// server-side CopyObject per key (16 in flight), one DeleteObjects. Seconds
+// and requests per run.
+func sdkRenameDir(b *testing.B, e *env, p *netPath, ctx context.Context, r runs) (secs, reqs float64) {
 	c := cfg()
 	bucket := e.bucket(b, sysSDK)
 	from, to := renA+"/", renB+"/"
@@ -870,7 +986,7 @@ func sdkRenameDir(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 		buf := make([]byte, 4096)
 		for i := range c.renameFiles {
 			fillRandom(buf, uint64(i))
-			if err := sdkUpload(ctx, e.s3, bucket, fmt.Sprintf("%sf%04d", from, i), buf, sdkPartSize, 1); err != nil {
+			if err := sdkUpload(ctx, e.s3, bucket, fmt.Sprintf("%sf%04d", from, i), buf, sdkPartSize, 1); err != nil { // untimed set-up
 				b.Fatal(err)
 			}
 		}
@@ -878,11 +994,13 @@ func sdkRenameDir(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 	} else if n, err := e.countObjects(ctx, bucket, to); err == nil && n > 0 {
 		from, to = to, from
 	}
+	cl := p.sdk
 	var total time.Duration
 	for range r.n {
+		rc := e.countRequests(bucket, &p.sdkReqs)
 		r.start()
 		d, err := timed(func() error {
-			keys, err := sdkListKeys(ctx, e.s3, bucket, from)
+			keys, err := sdkListKeys(ctx, cl, bucket, from)
 			if err != nil {
 				return err
 			}
@@ -891,7 +1009,7 @@ func sdkRenameDir(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 			}
 			err = sdkParallel(ctx, len(keys), 16, func(ctx context.Context, i int) error {
 				dst := to + keys[i][len(from):]
-				_, err := e.s3.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(dst),
+				_, err := cl.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(dst),
 					CopySource: aws.String(bucket + "/" + keys[i])})
 				if err != nil {
 					return fmt.Errorf("sdk: copy %s: %w", keys[i], err)
@@ -901,14 +1019,15 @@ func sdkRenameDir(b *testing.B, e *env, ctx context.Context, r runs) float64 {
 			if err != nil {
 				return err
 			}
-			return sdkDeleteKeys(ctx, e.s3, bucket, keys)
+			return sdkDeleteKeys(ctx, cl, bucket, keys)
 		})
 		r.stop()
 		if err != nil {
 			b.Fatal(err)
 		}
+		reqs += rc.done(b)
 		total += d
 		from, to = to, from
 	}
-	return total.Seconds() / float64(r.n)
+	return total.Seconds() / float64(r.n), reqs / float64(r.n)
 }

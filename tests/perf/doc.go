@@ -8,8 +8,19 @@
 // runs only with -bench (make bench, make bench-compare). Under -short every
 // benchmark skips.
 //
+// Every workload runs at each latency setting: lat=0 is MinIO directly, as
+// on loopback a request costs well under a millisecond; lat=10ms puts a
+// TCP proxy (proxy_test.go, in a child process) between every client and
+// MinIO that delivers each chunk 10 ms after it read it, in both
+// directions: a 20 ms round trip, about what S3 costs a small request.
+// Sub-benchmarks are named BenchmarkX/lat=10ms/s3cryptfs; the ratio of a
+// mount is to the SDK at the same setting. Each figure also carries the
+// number of S3 requests of its timed section, read from MinIO's per-bucket
+// metrics (the harness's own checks subtracted).
+//
 // Knobs (environment, so that `make bench` needs no extra flags):
 //
+//	S3CRYPTFS_BENCH_LATENCY=0,10ms one-way delays to run at (default "0,10ms"; "0" = loopback only)
 //	S3CRYPTFS_BENCH_SIZE=quick     small sizes for quick iterations (default: full sizes)
 //	S3CRYPTFS_BENCH_COMPARE=1      also run s3fs and rclone's crypt mount (make bench-compare)
 //	S3CRYPTFS_BENCH_CACHE=512MiB   --cache-size of the s3cryptfs mount

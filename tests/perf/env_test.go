@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,14 +27,20 @@ import (
 // client, one bucket per system (created on first use), a work directory for
 // mountpoints, configs and logs, and the test data.
 type env struct {
-	srv  *miniotest.Server
-	s3   *s3.Client
-	work string
+	srv *miniotest.Server
+	// s3 is the observer: the harness's own client, directly to MinIO,
+	// for fixtures and for checking what the systems stored. What it sends
+	// is counted (obsReqs) and left out of the systems' request counts.
+	s3      *s3.Client
+	obsReqs atomic.Int64
+	metrics *http.Client // reads MinIO's request counts
+	work    string
 
 	mu       sync.Mutex
 	buckets  map[string]string // system -> bucket
 	fixtures map[string]bool   // "system/name" -> written during this run
-	systems  map[string]system // mount-based systems, created once
+	systems  map[string]system // mount-based systems, created once per setting
+	paths    map[time.Duration]*netPath
 }
 
 var (
@@ -59,16 +67,23 @@ func getEnv(b *testing.B) *env {
 		b.Fatalf("perf: %v", err)
 	}
 	workDir = dir
-	sharedEnv = &env{
-		srv: srv,
-		// The client outlives this benchmark; miniotest only registers an
-		// idle-connection close on b, which is harmless.
-		s3:       srv.SDKClient(b),
+	e := &env{
+		srv:      srv,
 		work:     dir,
 		buckets:  map[string]string{},
 		fixtures: map[string]bool{},
 		systems:  map[string]system{},
+		paths:    map[time.Duration]*netPath{},
 	}
+	if e.s3, err = newS3Client(srv, srv.Endpoint, &e.obsReqs); err != nil {
+		b.Fatal(err)
+	}
+	tr, err := newTLSTransport(srv.CAFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.metrics = &http.Client{Transport: tr}
+	sharedEnv = e
 	sharedEnv.warmUp(b)
 	return sharedEnv
 }
@@ -160,6 +175,18 @@ func (e *env) head(ctx context.Context, bucket, key string) (out *s3.HeadObjectO
 	return out, true, nil
 }
 
+// deleteKey removes key from bucket through the observer (untimed set-up)
+// and waits until a HEAD no longer finds it.
+func (e *env) deleteKey(ctx context.Context, bucket, key string) error {
+	if _, err := e.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
+		return fmt.Errorf("perf: delete %s/%s: %w", bucket, key, err)
+	}
+	return waitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		_, ok, err := e.head(ctx, bucket, key)
+		return !ok, err
+	})
+}
+
 // waitFor polls cond until it reports true, for at most limit. It measures
 // durability for mounts whose close() returns before the upload has ended
 // (rclone's write-back cache): the benchmark timer keeps running.
@@ -219,6 +246,7 @@ type system interface {
 // mount is one mounted instance.
 type mount struct {
 	sys     string
+	lat     string // latency setting (latName) of the mount's endpoint
 	dir     string
 	pid     int // the FUSE server process, 0 if not found
 	log     string
@@ -280,7 +308,7 @@ func (m *mount) unmount(b testing.TB) {
 	m.done = true
 	if rss, err := m.rss(); err == nil {
 		m.peakRSS = rss
-		notePeakRSS(m.sys, rss)
+		notePeakRSS(m.sys, m.lat, rss)
 	}
 	if err := m.umount(); err != nil {
 		b.Errorf("perf: unmount %s at %s: %v (log %s:\n%s)", m.sys, m.dir, err, m.log, tailFile(m.log))
@@ -296,20 +324,21 @@ func (m *mount) unmount(b testing.TB) {
 	}
 }
 
-// peak RSS per system over the whole run.
+// peak RSS per system and latency setting over the whole run.
 var peakRSS struct {
 	sync.Mutex
-	bySys map[string]int64
+	bySys map[string]int64 // "lat sys" -> bytes
 }
 
-func notePeakRSS(sys string, v int64) {
+func notePeakRSS(sys, lat string, v int64) {
 	peakRSS.Lock()
 	defer peakRSS.Unlock()
 	if peakRSS.bySys == nil {
 		peakRSS.bySys = map[string]int64{}
 	}
-	if v > peakRSS.bySys[sys] {
-		peakRSS.bySys[sys] = v
+	k := lat + " " + sys
+	if v > peakRSS.bySys[k] {
+		peakRSS.bySys[k] = v
 	}
 	rssTarget := ""
 	if sys == sysS3cryptfs {
@@ -317,8 +346,8 @@ func notePeakRSS(sys string, v int64) {
 			rssTarget = fmt.Sprintf("< %d MiB (cache %s + 200 MiB)", (c>>20)+200, cfg().cacheSize)
 		}
 	}
-	record(result{workload: "peak RSS of the mount process (max over the run)", system: sys,
-		value: float64(peakRSS.bySys[sys]) / (1 << 20), unit: "MiB", ratio: nan, target: rssTarget})
+	record(result{lat: lat, workload: "peak RSS of the mount process (max over the run)", system: sys,
+		value: float64(peakRSS.bySys[k]) / (1 << 20), unit: "MiB", ratio: nan, reqs: nan, target: rssTarget})
 }
 
 // isMounted reports whether dir is a mountpoint in this mount namespace.

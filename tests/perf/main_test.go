@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,13 +16,19 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Re-executed as a latency proxy (see proxy_test.go): serve, no tests.
+	if spec := os.Getenv(proxyEnv); spec != "" {
+		os.Exit(runProxyChild(spec))
+	}
 	// Every benchmark unmounts what it mounted (b.Cleanup) while MinIO is
 	// still up; unmountAll is the safety net for a benchmark that died
 	// half-way, and runs after miniotest has stopped the server, so it
 	// detaches lazily instead of waiting for a daemon that talks to it.
 	useTmpfs()
+	enableMinIOMetrics()
 	code := miniotest.Main(m)
 	unmountAll()
+	stopProxies()
 	if t := summaryTable(); t != "" {
 		fmt.Print("\n" + t)
 		if path := os.Getenv("S3CRYPTFS_BENCH_TABLE"); path != "" {
@@ -161,12 +168,14 @@ var columns = []string{sysSDK, sysS3cryptfs, sysS3fs, sysRclone}
 
 // result is one measured figure of one system on one workload.
 type result struct {
+	lat      string  // latency setting, latName: "lat=0", "lat=10ms"
 	workload string  // e.g. "seq write 1 GiB"
 	system   string  // a sys* constant
 	value    float64 // in unit
 	unit     string  // "MB/s", "s", "IOPS", "MiB"
 	ratio    float64 // vs the bare SDK (higher is better), NaN if none
 	target   string  // the goal, shown in its own column
+	reqs     float64 // S3 requests per run of the timed section, NaN if not counted
 }
 
 var results struct {
@@ -175,13 +184,13 @@ var results struct {
 }
 
 // record keeps r for the summary table, replacing an earlier figure of the
-// same workload and system (a benchmark the framework ran again with a
-// larger b.N reports its final average).
+// same setting, workload and system (a benchmark the framework ran again
+// with a larger b.N reports its final average).
 func record(r result) {
 	results.Lock()
 	defer results.Unlock()
 	for i := range results.list {
-		if results.list[i].workload == r.workload && results.list[i].system == r.system {
+		if o := results.list[i]; o.lat == r.lat && o.workload == r.workload && o.system == r.system {
 			results.list[i] = r
 			return
 		}
@@ -189,19 +198,50 @@ func record(r result) {
 	results.list = append(results.list, r)
 }
 
-// summaryTable renders every recorded result as a Markdown table: one row
-// per workload, one column per system, the ratio to the bare SDK in
-// parentheses. Empty when nothing was measured.
+// summaryTable renders every recorded result as Markdown: one table per
+// latency setting, one row per workload, one column per system; each cell
+// holds the figure, its ratio to the bare SDK at the same setting in
+// parentheses, and the S3 requests the timed section made. Empty when
+// nothing was measured.
 func summaryTable() string {
 	results.Lock()
 	defer results.Unlock()
 	if len(results.list) == 0 {
 		return ""
 	}
+	var lats []string
+	if ds, err := latencies(); err == nil {
+		for _, d := range ds {
+			lats = append(lats, latName(d))
+		}
+	}
+	byLat := map[string][]result{}
+	for _, r := range results.list {
+		if !slices.Contains(lats, r.lat) {
+			lats = append(lats, r.lat)
+		}
+		byLat[r.lat] = append(byLat[r.lat], r)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "perf summary (%s sizes, s3cryptfs --cache-size %s, %s)\n", cfg().name, cfg().cacheSize,
+		time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	for _, lat := range lats {
+		if len(byLat[lat]) > 0 {
+			sb.WriteString("\n" + latTitle(lat) + "\n\n")
+			writeTable(&sb, byLat[lat])
+		}
+	}
+	sb.WriteString("\n(x) = speed relative to the bare SDK doing the same job at the same latency in the same run; higher is better.\n" +
+		"req = S3 requests MinIO served for the timed section (per run), the harness's own checks excluded.\n")
+	return sb.String()
+}
+
+func writeTable(sb *strings.Builder, list []result) {
 	var order []string
 	rows := map[string]map[string]result{}
 	targets := map[string]string{}
-	for _, r := range results.list {
+	used := map[string]bool{}
+	for _, r := range list {
 		key := r.workload + " [" + r.unit + "]"
 		if rows[key] == nil {
 			rows[key] = map[string]result{}
@@ -211,43 +251,49 @@ func summaryTable() string {
 		if r.target != "" {
 			targets[key] = r.target
 		}
+		used[r.system] = true
 	}
 	// Peak RSS is a property of the whole run: last row.
 	sort.SliceStable(order, func(i, j int) bool {
 		return !strings.HasPrefix(order[i], "peak RSS") && strings.HasPrefix(order[j], "peak RSS")
 	})
-	used := map[string]bool{}
-	for _, r := range results.list {
-		used[r.system] = true
-	}
 	var cols []string
 	for _, c := range columns {
 		if used[c] {
 			cols = append(cols, c)
 		}
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "perf summary (%s sizes, s3cryptfs --cache-size %s, %s)\n\n", cfg().name, cfg().cacheSize,
-		time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	sb.WriteString("| workload | " + strings.Join(cols, " | ") + " | target (s3cryptfs) |\n")
 	sb.WriteString("|---" + strings.Repeat("|---:", len(cols)) + "|---|\n")
 	for _, key := range order {
 		sb.WriteString("| " + key)
 		for _, c := range cols {
 			r, ok := rows[key][c]
-			switch {
-			case !ok:
+			if !ok {
 				sb.WriteString(" | –")
-			case math.IsNaN(r.ratio):
-				sb.WriteString(" | " + fmtValue(r.value))
-			default:
-				fmt.Fprintf(&sb, " | %s (%.2fx)", fmtValue(r.value), r.ratio)
+				continue
 			}
+			cell := fmtValue(r.value)
+			if !math.IsNaN(r.ratio) {
+				cell += " (" + fmtRatio(r.ratio) + ")"
+			}
+			if q := fmtReqs(r.reqs); q != "" {
+				cell += ", " + q
+			}
+			sb.WriteString(" | " + cell)
 		}
 		sb.WriteString(" | " + targets[key] + " |\n")
 	}
-	sb.WriteString("\n(x) = speed relative to the bare SDK doing the same job in the same run; higher is better.\n")
-	return sb.String()
+}
+
+// fmtRatio prints a ratio with two decimals, or three below 0.1: at
+// 20 ms a round trip, a mount against a one-request baseline can be at
+// 0.004x, which two decimals would show as nothing.
+func fmtRatio(r float64) string {
+	if r < 0.1 {
+		return fmt.Sprintf("%.3fx", r)
+	}
+	return fmt.Sprintf("%.2fx", r)
 }
 
 // fmtValue prints a figure with about three significant digits.

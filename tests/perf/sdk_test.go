@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	s3store "github.com/s3cryptfs/s3cryptfs/backend/s3"
 )
 
 // The bare-SDK baselines use aws-sdk-go-v2's S3 client directly, the way a
@@ -21,12 +22,15 @@ import (
 // adding one. Part size and parallelism: see sdkPartSize.
 var (
 	// sdkPartSize and sdkConcurrency: part size and parts in flight of the
-	// baselines. The defaults were the fastest of the combinations tried on
-	// this machine (docs/PERFORMANCE.md), so the baseline is the best the
-	// SDK does here, not merely its defaults. S3CRYPTFS_BENCH_SDK_PART and
-	// S3CRYPTFS_BENCH_SDK_CONC override them.
+	// baselines. The part size was the fastest of the combinations tried
+	// on this machine (docs/PERFORMANCE.md), so the baseline is the best the
+	// SDK does here, not merely its defaults. The parallelism is the
+	// mount's own upload budget (backend/s3's parts in flight, 4, which was
+	// also the best here), so that at 20 ms a round trip the SDK hides no
+	// more latency behind parallel requests than the mount may.
+	// S3CRYPTFS_BENCH_SDK_PART and S3CRYPTFS_BENCH_SDK_CONC override them.
 	sdkPartSize    = envSize("S3CRYPTFS_BENCH_SDK_PART", 16<<20)
-	sdkConcurrency = int(envSize("S3CRYPTFS_BENCH_SDK_CONC", 4))
+	sdkConcurrency = int(envSize("S3CRYPTFS_BENCH_SDK_CONC", s3store.DefaultConcurrency))
 )
 
 // envSize reads a size from the environment, def when unset or invalid.
@@ -204,6 +208,31 @@ func sdkListKeys(ctx context.Context, c *s3.Client, bucket, prefix string) ([]st
 		}
 	}
 	return keys, nil
+}
+
+// sdkListDirs lists the tree under prefix the way ls -R walks it: one
+// directory at a time (ListObjectsV2 with delimiter "/"), descending into
+// each common prefix. It returns the number of objects listed.
+func sdkListDirs(ctx context.Context, c *s3.Client, bucket, prefix string) (int, error) {
+	n := 0
+	dirs := []string{prefix}
+	for len(dirs) > 0 {
+		dir := dirs[len(dirs)-1]
+		dirs = dirs[:len(dirs)-1]
+		p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(dir),
+			Delimiter: aws.String("/")})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return 0, fmt.Errorf("perf: list %s: %w", dir, err)
+			}
+			n += len(page.Contents)
+			for _, cp := range page.CommonPrefixes {
+				dirs = append(dirs, aws.ToString(cp.Prefix))
+			}
+		}
+	}
+	return n, nil
 }
 
 // sdkDeleteKeys deletes keys with DeleteObjects, 1,000 per request.

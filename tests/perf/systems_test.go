@@ -19,16 +19,20 @@ var nan = math.NaN()
 // mountSeq numbers mountpoints and logs so that each fresh mount is new.
 var mountSeq atomic.Int64
 
-// getSystem returns the mount-based system called name, set up once per run
-// (bucket, vault or config). s3fs and rclone need S3CRYPTFS_BENCH_COMPARE=1;
-// without it their benchmarks skip, saying how to run them.
-func getSystem(b *testing.B, e *env, name string) system {
+// getSystem returns the mount-based system called name whose mounts reach
+// MinIO through p (directly or through the latency proxy), set up once per
+// run and setting (bucket, vault or config; one bucket per system for all
+// settings, so files written at one setting serve the next). s3fs and
+// rclone need S3CRYPTFS_BENCH_COMPARE=1; without it their benchmarks skip,
+// saying how to run them.
+func getSystem(b *testing.B, e *env, name string, p *netPath) system {
 	b.Helper()
 	if (name == sysS3fs || name == sysRclone) && !compareEnabled() {
 		b.Skipf("%s comparison: run `make bench-compare` (or set S3CRYPTFS_BENCH_COMPARE=1)", name)
 	}
+	key := name + " " + p.name
 	e.mu.Lock()
-	s, ok := e.systems[name]
+	s, ok := e.systems[key]
 	e.mu.Unlock()
 	if ok {
 		return s
@@ -36,16 +40,16 @@ func getSystem(b *testing.B, e *env, name string) system {
 	bucket := e.bucket(b, name)
 	switch name {
 	case sysS3cryptfs:
-		s = newS3cryptfs(b, e, bucket)
+		s = newS3cryptfs(b, e, bucket, p)
 	case sysS3fs:
-		s = newS3fs(b, e, bucket)
+		s = newS3fs(b, e, bucket, p)
 	case sysRclone:
-		s = newRclone(b, e, bucket)
+		s = newRclone(b, e, bucket, p)
 	default:
 		b.Fatalf("BUG: unknown system %q", name)
 	}
 	e.mu.Lock()
-	e.systems[name] = s
+	e.systems[key] = s
 	e.mu.Unlock()
 	return s
 }
@@ -96,14 +100,14 @@ func newMountDir(b *testing.B, e *env, sys string) (dir, log string) {
 
 // finishMount waits until dir is a mountpoint, finds the serving process,
 // registers the mount for cleanup at the end of b and at exit.
-func finishMount(b *testing.B, sys, dir, log, exe string, umount func() error) *mount {
+func finishMount(b *testing.B, sys, lat, dir, log, exe string, umount func() error) *mount {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := waitFor(ctx, time.Minute, func(context.Context) (bool, error) { return isMounted(dir), nil }); err != nil {
 		b.Fatalf("perf: %s did not mount %s: %v; log %s ends with:\n%s", sys, dir, err, log, tailFile(log))
 	}
-	m := &mount{sys: sys, dir: dir, log: log, umount: umount}
+	m := &mount{sys: sys, lat: lat, dir: dir, log: log, umount: umount}
 	_ = waitFor(ctx, 10*time.Second, func(context.Context) (bool, error) {
 		m.pid = findMountPID(dir, exe)
 		return m.pid != 0, nil
@@ -122,6 +126,7 @@ func finishMount(b *testing.B, sys, dir, log, exe string, umount func() error) *
 
 type s3cryptfsSys struct {
 	e          *env
+	lat        string
 	bin        string
 	store      string // s3://bucket
 	passFile   string
@@ -151,24 +156,30 @@ func s3cryptfsBinary(b *testing.B, e *env) string {
 	return bin
 }
 
-func newS3cryptfs(b *testing.B, e *env, bucket string) *s3cryptfsSys {
+func newS3cryptfs(b *testing.B, e *env, bucket string, p *netPath) *s3cryptfsSys {
 	b.Helper()
-	s := &s3cryptfsSys{e: e, bin: s3cryptfsBinary(b, e), store: "s3://" + bucket}
+	s := &s3cryptfsSys{e: e, lat: p.name, bin: s3cryptfsBinary(b, e), store: "s3://" + bucket}
 	s.passFile = filepath.Join(e.work, "passphrase")
-	if err := os.WriteFile(s.passFile, []byte("perf benchmark passphrase, not a secret\n"), 0o600); err != nil {
-		b.Fatalf("perf: %v", err)
-	}
-	s.extraEnv = e.srv.Env()
+	// The mount finds its endpoint in AWS_ENDPOINT_URL_S3 (MinIO's or the
+	// proxy's) and trusts MinIO's certificate through AWS_CA_BUNDLE.
+	s.extraEnv = serverEnv(e.srv, p.endpoint)
 	c, err := parseSize(cfg().cacheSize)
 	if err != nil {
 		b.Fatalf("perf: S3CRYPTFS_BENCH_CACHE: %v", err)
 	}
 	s.cacheBytes = c
+	if e.haveFixture(sysS3cryptfs, "vault") { // one vault per bucket, for every setting
+		return s
+	}
+	if err := os.WriteFile(s.passFile, []byte("perf benchmark passphrase, not a secret\n"), 0o600); err != nil {
+		b.Fatalf("perf: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := runQuiet(ctx, s.extraEnv, s.bin, "init", "--path-style", "--passphrase-file", s.passFile, s.store); err != nil {
 		b.Fatalf("perf: s3cryptfs init: %v", err)
 	}
+	e.setFixture(sysS3cryptfs, "vault", true)
 	return s
 }
 
@@ -190,7 +201,7 @@ func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 	// More mount options for experiments, e.g. "--attr-timeout 10s".
 	args = append(args, strings.Fields(os.Getenv("S3CRYPTFS_BENCH_MOUNT_ARGS"))...)
 	startDaemon(b, log, env, s.bin, append(args, s.store, dir)...)
-	return finishMount(b, sysS3cryptfs, dir, log, "s3cryptfs", func() error {
+	return finishMount(b, sysS3cryptfs, s.lat, dir, log, "s3cryptfs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return runQuiet(ctx, s.extraEnv, s.bin, "unmount", dir)
@@ -201,15 +212,17 @@ func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 
 type s3fsSys struct {
 	e        *env
+	lat      string
+	endpoint string
 	bucket   string
 	passwd   string
 	extraEnv []string
 }
 
-func newS3fs(b *testing.B, e *env, bucket string) *s3fsSys {
+func newS3fs(b *testing.B, e *env, bucket string, p *netPath) *s3fsSys {
 	b.Helper()
 	requireTool(b, "s3fs", "s3fs")
-	s := &s3fsSys{e: e, bucket: bucket, passwd: filepath.Join(e.work, "s3fs-passwd")}
+	s := &s3fsSys{e: e, lat: p.name, endpoint: p.endpoint, bucket: bucket, passwd: filepath.Join(e.work, "s3fs-passwd")}
 	if err := os.WriteFile(s.passwd, []byte(e.srv.AccessKey+":"+e.srv.SecretKey+"\n"), 0o600); err != nil {
 		b.Fatalf("perf: %v", err)
 	}
@@ -227,14 +240,14 @@ func (s *s3fsSys) mount(b *testing.B) *mount {
 	b.Helper()
 	dir, log := newMountDir(b, s.e, sysS3fs)
 	startDaemon(b, log, s.extraEnv, "s3fs", s.bucket, dir,
-		"-o", "url="+s.e.srv.Endpoint,
+		"-o", "url="+s.endpoint,
 		"-o", "use_path_request_style",
 		"-o", "endpoint="+s.e.srv.Region,
 		"-o", "passwd_file="+s.passwd,
 		"-o", "logfile="+log,
 		"-o", "dbglevel=warn",
 	)
-	return finishMount(b, sysS3fs, dir, log, "s3fs", func() error {
+	return finishMount(b, sysS3fs, s.lat, dir, log, "s3fs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return runQuiet(ctx, nil, "umount", dir)
@@ -245,10 +258,11 @@ func (s *s3fsSys) mount(b *testing.B) *mount {
 
 type rcloneSys struct {
 	e      *env
+	lat    string
 	config string
 }
 
-func newRclone(b *testing.B, e *env, bucket string) *rcloneSys {
+func newRclone(b *testing.B, e *env, bucket string, p *netPath) *rcloneSys {
 	b.Helper()
 	requireTool(b, "rclone", "rclone")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -273,8 +287,8 @@ remote = minio:%s
 filename_encryption = off
 directory_name_encryption = false
 password = %s
-`, e.srv.AccessKey, e.srv.SecretKey, e.srv.Region, e.srv.Endpoint, bucket, strings.TrimSpace(string(out)))
-	s := &rcloneSys{e: e, config: filepath.Join(e.work, "rclone.conf")}
+`, e.srv.AccessKey, e.srv.SecretKey, e.srv.Region, p.endpoint, bucket, strings.TrimSpace(string(out)))
+	s := &rcloneSys{e: e, lat: p.name, config: filepath.Join(e.work, "rclone-"+p.name+".conf")}
 	if err := os.WriteFile(s.config, []byte(conf), 0o600); err != nil {
 		b.Fatalf("perf: %v", err)
 	}
@@ -302,7 +316,7 @@ func (s *rcloneSys) mount(b *testing.B) *mount {
 		"--cache-dir", cacheDir,
 		"--log-file", log, "--log-level", "NOTICE",
 	)
-	return finishMount(b, sysRclone, dir, log, "rclone", func() error {
+	return finishMount(b, sysRclone, s.lat, dir, log, "rclone", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		err := runQuiet(ctx, nil, "umount", dir)

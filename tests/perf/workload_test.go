@@ -25,13 +25,27 @@ import (
 // without spaces) and to the summary table.
 func report(b *testing.B, r result, benchUnit string) {
 	b.Helper()
-	b.ReportMetric(r.value, benchUnit)
+	ru := "ratio"
+	if u, ok := strings.CutSuffix(benchUnit, "-s"); ok {
+		ru = u + "-ratio"
+	}
+	qu := "requests" // cp-s -> cp-requests, cold-IOPS -> cold-requests
+	if i := strings.LastIndexByte(benchUnit, '-'); i >= 0 {
+		qu = benchUnit[:i+1] + qu
+	}
+	reportAs(b, r, benchUnit, ru, qu)
+}
+
+// reportAs is report with the benchmark units of the ratio and of the
+// request count given.
+func reportAs(b *testing.B, r result, valueUnit, ratioUnit, reqUnit string) {
+	b.Helper()
+	b.ReportMetric(r.value, valueUnit)
 	if !math.IsNaN(r.ratio) {
-		ru := "ratio"
-		if u, ok := strings.CutSuffix(benchUnit, "-s"); ok {
-			ru = u + "-ratio"
-		}
-		b.ReportMetric(r.ratio, ru)
+		b.ReportMetric(r.ratio, ratioUnit)
+	}
+	if !math.IsNaN(r.reqs) {
+		b.ReportMetric(r.reqs, reqUnit)
 	}
 	record(r)
 }
@@ -56,7 +70,7 @@ func reportRSS(b *testing.B, m *mount) {
 	rssByBench.m[b] = rss
 	rssByBench.Unlock()
 	b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
-	notePeakRSS(m.sys, rss)
+	notePeakRSS(m.sys, m.lat, rss)
 }
 
 var rssByBench = struct {
@@ -75,19 +89,20 @@ func selfCPU() float64 {
 }
 
 // baselines holds the bare-SDK figures of this run, seconds per operation
-// by phase, so every mount's figure can be put in ratio to them.
+// by phase, per latency setting and workload, so every mount's figure can
+// be put in ratio to the SDK's at the same setting.
 var baselines struct {
 	sync.Mutex
 	m map[string]map[string]float64
 }
 
-func setBaseline(workload string, secs map[string]float64) {
+func setBaseline(p *netPath, workload string, secs map[string]float64) {
 	baselines.Lock()
 	defer baselines.Unlock()
 	if baselines.m == nil {
 		baselines.m = map[string]map[string]float64{}
 	}
-	baselines.m[workload] = secs
+	baselines.m[p.name+" "+workload] = secs
 }
 
 // baseline returns the SDK's seconds per phase for workload to divide a
@@ -98,10 +113,10 @@ func setBaseline(workload string, secs map[string]float64) {
 // figure and this fresh one. S3CRYPTFS_BENCH_PAIRED=0 skips the re-run
 // (faster, noisier ratios). If the sdk sub-benchmark did not run (-bench
 // 'SeqWrite/s3cryptfs'), the fresh figure alone is used.
-func baseline(b *testing.B, workload string, measure func() map[string]float64) map[string]float64 {
+func baseline(b *testing.B, p *netPath, workload string, measure func() map[string]float64) map[string]float64 {
 	b.Helper()
 	baselines.Lock()
-	prev, ok := baselines.m[workload]
+	prev, ok := baselines.m[p.name+" "+workload]
 	baselines.Unlock()
 	if ok && os.Getenv("S3CRYPTFS_BENCH_PAIRED") == "0" {
 		return prev
@@ -109,7 +124,7 @@ func baseline(b *testing.B, workload string, measure func() map[string]float64) 
 	b.StopTimer()
 	fresh := measure()
 	if !ok {
-		setBaseline(workload, fresh)
+		setBaseline(p, workload, fresh)
 		return fresh
 	}
 	mean := map[string]float64{}

@@ -126,6 +126,7 @@ Exit codes: 0 ok, 1 error (nothing mounted), 2 usage error.`,
 			return nil
 		},
 	})
+	root.AddCommand(readerCommands()...)
 	return root
 }
 

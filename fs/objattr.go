@@ -1,0 +1,78 @@
+package fs
+
+import (
+	iofs "io/fs"
+	"strconv"
+	"time"
+
+	"github.com/s3cryptfs/s3cryptfs/backend"
+)
+
+// ObjectAttr is what an entry's stored object says about it, decoded
+// without a mount: for tools that read a vault directly (s3cryptfs ls, get,
+// verify). It is the FUSE-free counterpart of the mount's attributes, so
+// that the metadata format is parsed in this package only.
+type ObjectAttr struct {
+	Dir     bool
+	Symlink bool
+	// Mode is the permission bits (07777); the defaults of a mount when
+	// the object carries none (0644 files, 0755 directories, 0777 links).
+	Mode uint32
+	// UID and GID are set only when HasOwner: objects written by other
+	// tools carry no owner, and a mount shows its --uid/--gid for them.
+	UID, GID uint32
+	HasOwner bool
+	// Mtime is the stored mtime, else the object's LastModified.
+	Mtime time.Time
+}
+
+// ObjectAttrOf decodes the user metadata of info (from Stat; List leaves
+// Metadata nil); isDir says info is a directory marker ("d/"). Missing or
+// malformed values fall back to the defaults a mount shows.
+func ObjectAttrOf(info backend.ObjectInfo, isDir bool) ObjectAttr {
+	a := ObjectAttr{Dir: isDir, Mode: 0o644, Mtime: info.LastModified}
+	if isDir {
+		a.Mode = 0o755
+	} else if info.Metadata[metaType] == typeSymlink {
+		a.Symlink = true
+		a.Mode = 0o777
+	}
+	if v, err := strconv.ParseUint(info.Metadata[metaMode], 8, 32); err == nil {
+		a.Mode = uint32(v) & 0o7777
+	}
+	uid, err1 := strconv.ParseUint(info.Metadata[metaUID], 10, 32)
+	gid, err2 := strconv.ParseUint(info.Metadata[metaGID], 10, 32)
+	if err1 == nil && err2 == nil {
+		a.UID, a.GID, a.HasOwner = uint32(uid), uint32(gid), true
+	}
+	if v, err := strconv.ParseInt(info.Metadata[metaMtime], 10, 64); err == nil {
+		a.Mtime = time.Unix(0, v)
+	}
+	return a
+}
+
+// FileMode is a as an io/fs mode (type and permission bits, setuid,
+// setgid and sticky included).
+func (a ObjectAttr) FileMode() iofs.FileMode {
+	m := iofs.FileMode(a.Mode & 0o777)
+	if a.Mode&0o4000 != 0 {
+		m |= iofs.ModeSetuid
+	}
+	if a.Mode&0o2000 != 0 {
+		m |= iofs.ModeSetgid
+	}
+	if a.Mode&0o1000 != 0 {
+		m |= iofs.ModeSticky
+	}
+	switch {
+	case a.Dir:
+		m |= iofs.ModeDir
+	case a.Symlink:
+		m |= iofs.ModeSymlink
+	}
+	return m
+}
+
+// MaxSymlinkTarget bounds a symlink object's content (a target is at most
+// PATH_MAX bytes); a reader refuses more.
+const MaxSymlinkTarget = maxSymlink

@@ -4,6 +4,7 @@
 //	s3cryptfs init    [options] STORE
 //	s3cryptfs mount   [options] STORE MOUNTPOINT [-o opt[,opt...]]
 //	s3cryptfs unmount [--lazy] MOUNTPOINT
+//	s3cryptfs ls|cat|get|verify [options] STORE ...   (reader.go)
 //	s3cryptfs version
 //	s3cryptfs completion bash|zsh|fish
 //

@@ -82,6 +82,7 @@ func runVerify(f *verifyFlags, spec, path string, stdout, stderr io.Writer) erro
 			bar = progressbar.NewOptions64(b,
 				progressbar.OptionSetWriter(stderr),
 				progressbar.OptionShowBytes(true),
+				progressbar.OptionShowCount(),
 				progressbar.OptionSetDescription(fmt.Sprintf("0/%d objects", n)),
 				progressbar.OptionThrottle(100_000_000),
 				progressbar.OptionClearOnFinish(),

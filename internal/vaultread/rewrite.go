@@ -12,10 +12,6 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 )
 
-// ProblemChanged: the object was replaced while it was being rewritten;
-// the newer version (written by a mount, under the current key) was kept.
-const ProblemChanged = "changed"
-
 // Rewriter re-encrypts, under the current master key, every object still
 // sealed under an older key of the ring: the second half of a key
 // rotation (issue #10, rotate --rewrite), after which the old key can be

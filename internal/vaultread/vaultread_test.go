@@ -3,6 +3,7 @@ package vaultread
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"sync/atomic"
@@ -249,5 +250,42 @@ func TestVerifyChunks(t *testing.T) {
 	rep, err = ver.Verify(ctx, objs)
 	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Block == nil || *rep.Problems[0].Block != 33 {
 		t.Fatalf("flipped byte in block 33: %+v %v", rep.Problems, err)
+	}
+	// cat and get stop at that block too (NewReader checked only the
+	// header and the last block).
+	info, _ = st.Stat(ctx, "f")
+	r, size, err := Open(ctx, st, keys, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Copy(ctx, &out, r, size, ChunkSize(keys), 4); !errors.Is(err, cipher.ErrCorrupt) || int64(out.Len()) > 33*int64(bs) {
+		t.Errorf("Copy of a corrupt object: %v after %d bytes, want ErrCorrupt before block 33", err, out.Len())
+	}
+}
+
+// TestVerifyChangedMeanwhile: objects a mount replaces or removes after
+// the listing are no problem: the removed one is skipped, the replaced
+// one verified as it is now; a replacement that is damaged is reported.
+func TestVerifyChangedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	st := mem.New()
+	cipher.AllowWeakKDFForTests(t)
+	v, _, err := vault.Init(ctx, st, vault.InitOptions{Secret: cipher.Passphrase([]byte("pw")), KDF: cipher.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := v.Keys()
+	for _, k := range []string{"gone", "replaced", "damaged"} {
+		put(t, st, keys, k, []byte("first "+k), nil)
+	}
+	ver := &Verifier{Store: st, Keys: keys}
+	objs, _ := ver.Objects(ctx, "")
+	st.Delete(ctx, "gone")
+	put(t, st, keys, "replaced", []byte("second"), nil)
+	st.Put(ctx, "damaged", bytes.NewReader([]byte("plain now")), 9, nil)
+	rep, err := ver.Verify(ctx, objs)
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Key != "damaged" || rep.Problems[0].Kind != ProblemNotEncrypted {
+		t.Fatalf("verify with changes after the listing: %+v, %v", rep.Problems, err)
 	}
 }

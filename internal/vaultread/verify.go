@@ -22,6 +22,10 @@ const (
 	ProblemNotEncrypted = "not-encrypted" // no s3cryptfs header (bad magic): plaintext or another tool's
 	ProblemBadSize      = "bad-size"      // size fits no layout: truncated or appended to
 	ProblemUnreadable   = "unreadable"    // the store refused or failed the read
+	// ProblemChanged: the object was replaced while it was read (twice,
+	// for verify) or rewritten; for a rewrite, the newer version (a
+	// mount's write, under the current key) was kept.
+	ProblemChanged = "changed"
 )
 
 // headerMagic is the first 4 bytes of every object header (FORMAT.md,
@@ -128,7 +132,20 @@ func (v *Verifier) Verify(ctx context.Context, objs []backend.ObjectInfo) (Repor
 		go func() {
 			defer wg.Done()
 			for o := range work {
-				if p := v.object(ctx, sem, ids, o); p != nil {
+				p := v.object(ctx, sem, ids, o)
+				if p != nil && p.Kind == ProblemChanged {
+					// Replaced or removed since the listing (a mount at
+					// work): a removed object is no problem, a replaced
+					// one is verified as it is now, once.
+					info, err := v.Store.Stat(ctx, o.Key)
+					switch {
+					case errors.Is(err, backend.ErrNotFound):
+						p = nil
+					case err == nil:
+						p = v.object(ctx, sem, ids, info)
+					}
+				}
+				if p != nil {
 					mu.Lock()
 					rep.Problems = append(rep.Problems, *p)
 					mu.Unlock()
@@ -186,7 +203,7 @@ func (v *Verifier) object(ctx context.Context, sem chan struct{}, ids map[cipher
 	}
 	if err != nil {
 		<-sem
-		return prob(ProblemUnreadable, "%v", err)
+		return readProblem(o.Key, err)
 	}
 	h := make([]byte, min(o.Size, int64(cipher.HeaderSize)))
 	n, err := io.ReadFull(rc, h)
@@ -196,7 +213,7 @@ func (v *Verifier) object(ctx context.Context, sem chan struct{}, ids map[cipher
 	release := func() { rc.Close(); <-sem }
 	if err != nil {
 		release()
-		return prob(ProblemUnreadable, "read header: %v", err)
+		return readProblem(o.Key, fmt.Errorf("read header: %w", err))
 	}
 	if len(h) < len(headerMagic) || string(h[:len(headerMagic)]) != headerMagic {
 		release()
@@ -271,9 +288,19 @@ func (v *Verifier) object(ctx context.Context, sem chan struct{}, ids map[cipher
 		p.Block = bad
 		return p
 	case readErr != nil:
-		return prob(ProblemUnreadable, "%v", readErr)
+		return readProblem(o.Key, readErr)
 	}
 	return nil
+}
+
+// readProblem classifies a failed read: the object changed since it was
+// listed, or the store failed.
+func readProblem(key string, err error) *Problem {
+	kind := ProblemUnreadable
+	if errors.Is(err, backend.ErrPreconditionFailed) || errors.Is(err, backend.ErrNotFound) {
+		kind = ProblemChanged
+	}
+	return &Problem{Key: key, Kind: kind, Detail: err.Error()}
 }
 
 // chunkEnd is the object offset where the chunk of cb blocks starting at

@@ -16,7 +16,7 @@ import (
 
 func newCatCommand() *cobra.Command {
 	var f readFlags
-	groups := f.groups("ranged GETs in flight (memory: about this many times 16 blocks)")
+	groups := f.groups("ranged GETs in flight (memory: about this many times 64 blocks, 4MiB at the default block size)")
 	cmd := &cobra.Command{
 		Use:   "cat [options] STORE PATH",
 		Short: "write a file of the vault to stdout without mounting it",

@@ -15,7 +15,7 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/internal/vault"
 )
 
-func put(t *testing.T, st backend.Store, keys *cipher.Keys, key string, plain []byte, meta map[string]string) {
+func put(t testing.TB, st backend.Store, keys *cipher.Keys, key string, plain []byte, meta map[string]string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := cipher.NewWriter(&buf, keys)
@@ -31,7 +31,7 @@ func put(t *testing.T, st backend.Store, keys *cipher.Keys, key string, plain []
 	}
 }
 
-func readAll(t *testing.T, st backend.Store, keys *cipher.Keys, key string) []byte {
+func readAll(t testing.TB, st backend.Store, keys *cipher.Keys, key string) []byte {
 	t.Helper()
 	ctx := context.Background()
 	info, err := st.Stat(ctx, key)

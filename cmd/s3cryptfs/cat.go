@@ -61,6 +61,8 @@ func runCat(f *readFlags, spec, path string, stdout io.Writer) error {
 			return err
 		}
 		return fmt.Errorf("%s is a symlink to %s; cat the target", path, target)
+	case e.Attr.Special != "":
+		return fmt.Errorf("%s is a %s: it has no content", path, e.Attr.Special)
 	case e.SizeErr != nil:
 		return fmt.Errorf("%s: %w", path, e.SizeErr)
 	}

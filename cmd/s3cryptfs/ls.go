@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/s3cryptfs/s3cryptfs/internal/vaultread"
 )
@@ -115,6 +116,8 @@ func lsLine(ctx context.Context, t *vaultread.Tree, w io.Writer, e vaultread.Ent
 	switch {
 	case e.Attr.Dir:
 		size = "-"
+	case e.Attr.Special == "chardev" || e.Attr.Special == "blockdev":
+		size = fmt.Sprintf("%d, %d", unix.Major(e.Attr.Dev), unix.Minor(e.Attr.Dev))
 	case e.SizeErr != nil:
 		size = "?" // corrupt: s3cryptfs verify says more
 	}
@@ -151,6 +154,8 @@ func modeString(e vaultread.Entry) string {
 		b[0] = 'd'
 	case e.Attr.Symlink:
 		b[0] = 'l'
+	case e.Attr.Special != "":
+		b[0] = map[string]byte{"fifo": 'p', "socket": 's', "chardev": 'c', "blockdev": 'b'}[e.Attr.Special]
 	}
 	m := e.Attr.Mode
 	for i := 0; i < 9; i++ {

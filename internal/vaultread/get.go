@@ -80,9 +80,12 @@ func (g *Getter) Get(ctx context.Context, top Entry, dest string) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			var err error
-			if e.Attr.Symlink {
+			switch {
+			case e.Attr.Symlink:
 				err = g.symlink(ctx, e, d)
-			} else {
+			case e.Attr.Special != "":
+				err = g.special(e, d)
+			default:
 				err = g.file(ctx, e, d)
 			}
 			if err != nil {
@@ -191,6 +194,32 @@ func (g *Getter) file(ctx context.Context, e Entry, d string) error {
 	}
 	ok = true
 	return nil
+}
+
+// special makes a FIFO or device node (devices need CAP_MKNOD, as for
+// tar); a socket is skipped, as tar and cp do: no process listens on it.
+func (g *Getter) special(e Entry, d string) error {
+	var typ uint32
+	switch e.Attr.Special {
+	case "fifo":
+		typ = unix.S_IFIFO
+	case "chardev":
+		typ = unix.S_IFCHR
+	case "blockdev":
+		typ = unix.S_IFBLK
+	default:
+		return nil
+	}
+	if err := g.replaceable(d); err != nil {
+		return err
+	}
+	if err := unix.Mknod(d, typ|(e.Attr.Mode&0o7777), int(e.Attr.Dev)); err != nil {
+		return fmt.Errorf("make %s %s: %w", e.Attr.Special, d, err)
+	}
+	if err := os.Chmod(d, e.Attr.FileMode()&^os.ModeType); err != nil { // past the umask
+		return err
+	}
+	return setTimes(d, e, false)
 }
 
 func (g *Getter) symlink(ctx context.Context, e Entry, d string) error {

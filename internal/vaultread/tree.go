@@ -32,8 +32,8 @@ func (t *Tree) par() int {
 // entry builds the Entry of a stored object (Metadata filled by Stat).
 func (t *Tree) entry(path string, info backend.ObjectInfo, isDir bool) Entry {
 	e := Entry{Path: path, Attr: fs.ObjectAttrOf(info, isDir), Info: info}
-	if isDir {
-		return e
+	if isDir || e.Attr.Special != "" {
+		return e // no content
 	}
 	e.Size = info.Size
 	if t.Keys != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -287,5 +289,46 @@ func TestVerifyChangedMeanwhile(t *testing.T) {
 	rep, err := ver.Verify(ctx, objs)
 	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Key != "damaged" || rep.Problems[0].Kind != ProblemNotEncrypted {
 		t.Fatalf("verify with changes after the listing: %+v, %v", rep.Problems, err)
+	}
+}
+
+// TestSpecialFiles: a FIFO node (a zero-length object whose metadata says
+// fifo, as the POSIX work stores it) is not content: verify skips it, get
+// makes a FIFO with its mode and mtime; an empty object without such
+// metadata is reported as not encrypted.
+func TestSpecialFiles(t *testing.T) {
+	ctx := context.Background()
+	st := mem.New()
+	cipher.AllowWeakKDFForTests(t)
+	v, _, err := vault.Init(ctx, st, vault.InitOptions{Secret: cipher.Passphrase([]byte("pw")), KDF: cipher.TestKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := v.Keys()
+	st.Put(ctx, "d/pipe", bytes.NewReader(nil), 0, map[string]string{"type": "fifo", "mode": "620", "mtime": "1000000000000000000"})
+	st.Put(ctx, "d/empty", bytes.NewReader(nil), 0, nil)
+	put(t, st, keys, "d/file", []byte("content"), map[string]string{"mode": "600"})
+	ver := &Verifier{Store: st, Keys: keys}
+	objs, _ := ver.Objects(ctx, "d")
+	rep, err := ver.Verify(ctx, objs)
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Key != "d/empty" || rep.Problems[0].Kind != ProblemNotEncrypted {
+		t.Errorf("verify: %+v, %v", rep.Problems, err)
+	}
+	st.Delete(ctx, "d/empty")
+	tr := &Tree{Store: st, Keys: keys}
+	top, err := tr.Stat(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "d")
+	if err := (&Getter{Tree: tr}).Get(ctx, top, dest); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dest, "pipe"))
+	if err != nil || fi.Mode() != os.ModeNamedPipe|0o620 || fi.ModTime().UnixNano() != 1e18 {
+		t.Errorf("get of a FIFO: %v %v %v", fi.Mode(), fi.ModTime(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "file")); string(b) != "content" {
+		t.Errorf("get of a file: %q %v", b, err)
 	}
 }

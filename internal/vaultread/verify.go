@@ -205,6 +205,20 @@ func (v *Verifier) object(ctx context.Context, sem chan struct{}, ids map[cipher
 		<-sem
 		return readProblem(o.Key, err)
 	}
+	if o.Size == 0 {
+		// A FIFO, socket or device node is a zero-length object by design
+		// (its metadata says which); any other empty object is damage.
+		rc.Close()
+		info, err := v.Store.Stat(ctx, o.Key)
+		<-sem
+		if err != nil {
+			return readProblem(o.Key, err)
+		}
+		if fs.ObjectAttrOf(info, false).Special != "" {
+			return nil
+		}
+		return prob(ProblemNotEncrypted, "empty object: no s3cryptfs header (not a FIFO, socket or device node either)")
+	}
 	h := make([]byte, min(o.Size, int64(cipher.HeaderSize)))
 	n, err := io.ReadFull(rc, h)
 	if v.Done != nil {

@@ -24,6 +24,9 @@ type ObjectAttr struct {
 	HasOwner bool
 	// Mtime is the stored mtime, else the object's LastModified.
 	Mtime time.Time
+	// Atime is the stored atime; zero when never set explicitly (it then
+	// reads as Mtime). Written only by the POSIX work's mounts.
+	Atime time.Time
 	// Special is the type of a FIFO, socket or device node ("fifo",
 	// "socket", "chardev", "blockdev"): a zero-length object without
 	// content, not even an encrypted header. Dev is a device's dev_t.
@@ -60,6 +63,9 @@ func ObjectAttrOf(info backend.ObjectInfo, isDir bool) ObjectAttr {
 	}
 	if v, err := strconv.ParseInt(info.Metadata[metaMtime], 10, 64); err == nil {
 		a.Mtime = time.Unix(0, v)
+	}
+	if v, err := strconv.ParseInt(info.Metadata["atime"], 10, 64); err == nil {
+		a.Atime = time.Unix(0, v)
 	}
 	return a
 }

@@ -236,18 +236,23 @@ func (g *Getter) symlink(ctx context.Context, e Entry, d string) error {
 	return setTimes(d, e, true)
 }
 
-// setTimes sets atime and mtime to the entry's mtime (the vault keeps no
-// atime); of the link itself for a symlink.
+// setTimes sets mtime, and atime to the stored atime or (never set
+// explicitly, as on most entries) the mtime; of the link itself for a
+// symlink.
 func setTimes(p string, e Entry, link bool) error {
 	if e.Attr.Mtime.IsZero() {
 		return nil // an implicit directory has no time of its own
 	}
 	ts := unix.NsecToTimespec(e.Attr.Mtime.UnixNano())
+	as := ts
+	if !e.Attr.Atime.IsZero() {
+		as = unix.NsecToTimespec(e.Attr.Atime.UnixNano())
+	}
 	flags := 0
 	if link {
 		flags = unix.AT_SYMLINK_NOFOLLOW
 	}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{ts, ts}, flags); err != nil {
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{as, ts}, flags); err != nil {
 		return fmt.Errorf("set times of %s: %w", p, err)
 	}
 	return nil

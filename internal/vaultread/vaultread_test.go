@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/backend/mem"
@@ -305,7 +307,7 @@ func TestSpecialFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := v.Keys()
-	st.Put(ctx, "d/pipe", bytes.NewReader(nil), 0, map[string]string{"type": "fifo", "mode": "620", "mtime": "1000000000000000000"})
+	st.Put(ctx, "d/pipe", bytes.NewReader(nil), 0, map[string]string{"type": "fifo", "mode": "620", "mtime": "1000000000000000000", "atime": "1100000000000000000"})
 	st.Put(ctx, "d/empty", bytes.NewReader(nil), 0, nil)
 	put(t, st, keys, "d/file", []byte("content"), map[string]string{"mode": "600"})
 	ver := &Verifier{Store: st, Keys: keys}
@@ -326,7 +328,10 @@ func TestSpecialFiles(t *testing.T) {
 	}
 	fi, err := os.Lstat(filepath.Join(dest, "pipe"))
 	if err != nil || fi.Mode() != os.ModeNamedPipe|0o620 || fi.ModTime().UnixNano() != 1e18 {
-		t.Errorf("get of a FIFO: %v %v %v", fi.Mode(), fi.ModTime(), err)
+		t.Fatalf("get of a FIFO: %v %v %v", fi.Mode(), fi.ModTime(), err)
+	}
+	if at := fi.Sys().(*syscall.Stat_t).Atim; at.Nano() != 11e17 {
+		t.Errorf("get of a FIFO: atime %v, want the stored one", time.Unix(0, at.Nano()))
 	}
 	if b, err := os.ReadFile(filepath.Join(dest, "file")); string(b) != "content" {
 		t.Errorf("get of a file: %q %v", b, err)

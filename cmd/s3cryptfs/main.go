@@ -4,6 +4,7 @@
 //	s3cryptfs init    [options] STORE
 //	s3cryptfs mount   [options] STORE MOUNTPOINT [-o opt[,opt...]]
 //	s3cryptfs unmount [--lazy] MOUNTPOINT
+//	s3cryptfs ls|cat|get|verify [options] STORE ...   (reader.go)
 //	s3cryptfs version
 //	s3cryptfs completion bash|zsh|fish
 //
@@ -126,6 +127,7 @@ Exit codes: 0 ok, 1 error (nothing mounted), 2 usage error.`,
 			return nil
 		},
 	})
+	root.AddCommand(readerCommands()...)
 	return root
 }
 

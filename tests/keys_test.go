@@ -116,6 +116,7 @@ func wantMountFails(t *testing.T, st *store, msg string, opts ...string) {
 	if r.code != 1 || !strings.Contains(r.stderr, msg) {
 		t.Fatalf("mount %v: exit %d, stderr %q; want exit 1 and %q", opts, r.code, r.stderr, msg)
 	}
+	t.Logf("mount %v refused: %s", opts, strings.TrimSpace(r.stderr))
 	if strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Fatalf("mount error is not one line: %q", r.stderr)
 	}
@@ -176,7 +177,7 @@ func TestPasswd(t *testing.T) {
 			winner = i
 		case r.code == 0:
 			t.Fatalf("both passwd succeeded: %+v", res)
-		case r.code == 1 && (strings.Contains(r.stderr, "changed by someone else") || strings.Contains(r.stderr, "wrong passphrase")):
+		case r.code == 1 && (strings.Contains(r.stderr, "another change to the vault config was written while this one ran") || strings.Contains(r.stderr, "wrong passphrase")):
 			t.Logf("loser: %s", strings.TrimSpace(r.stderr))
 		default:
 			t.Fatalf("passwd %d: exit %d: %q", i, r.code, r.stderr)

@@ -41,7 +41,8 @@ func unlockGroup(o *vaultOpener) (flagGroup, flagGroup) {
 // conflictHint adds what to do when another change won the race.
 func conflictHint(err error) error {
 	if errors.Is(err, vault.ErrConflict) {
-		return fmt.Errorf("%w; nothing was changed by this command: run it again", err)
+		// The SDK's 412 details help no one here: say what happened.
+		return errors.New("another change to the vault config was written while this one ran, and won; nothing was changed by this command: run it again")
 	}
 	return err
 }

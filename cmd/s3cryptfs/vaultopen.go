@@ -192,7 +192,7 @@ func explainUnlock(err error, s cipher.Secret) error {
 	case errors.Is(err, cipher.ErrWrongKey):
 		return errors.New("wrong passphrase or key file")
 	case s.Kind == 0:
-		return fmt.Errorf("unlock with KMS failed (nothing mounted or changed): %s", strings.TrimPrefix(err.Error(), "vault: "))
+		return fmt.Errorf("unlock with KMS failed (nothing mounted or changed; --passphrase-file, --key-file or --recovery-key-file unlock without KMS): %s", strings.TrimPrefix(err.Error(), "vault: "))
 	}
 	return fmt.Errorf("unlock the vault: %w", err)
 }

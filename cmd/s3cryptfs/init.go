@@ -135,7 +135,7 @@ func cmdInit(f *initFlags, spec string) error {
 	if recovery != "" {
 		// Printed once, on stdout, and stored nowhere: it is the way back
 		// in when every other secret is lost.
-		fmt.Printf("\nrecovery key (shown only this once; write it down and keep it offline, apart from the passphrase):\n\n    %s\n\n", recovery)
+		fmt.Printf("\nrecovery key (shown only this once; write it down and keep it offline, apart from the passphrase)\n\n    %s\n\n", recovery)
 		fmt.Println("it unlocks the vault with --recovery-key-file FILE, and `s3cryptfs recover` sets a new passphrase with it")
 	}
 	return nil

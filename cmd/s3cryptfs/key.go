@@ -355,7 +355,7 @@ func newKeyAddCommand() *cobra.Command {
 				if err != nil {
 					return conflictHint(err)
 				}
-				fmt.Printf("recovery key (shown only this once; write it down and keep it offline):\n\n    %s\n\n", printed)
+				fmt.Printf("recovery key (shown only this once; write it down and keep it offline)\n\n    %s\n\n", printed)
 			default:
 				if err := v.AddKMS(ctx, kmsKeyID); err != nil {
 					return conflictHint(err)

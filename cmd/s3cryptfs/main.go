@@ -7,6 +7,7 @@
 //	s3cryptfs passwd | recover | rotate | rekey [options] STORE
 //	s3cryptfs key list | add | remove [options] STORE [SLOT]
 //	s3cryptfs config export [options] STORE FILE
+//	s3cryptfs bucket-policy [--sse s3|kms] [--dry-run] s3://BUCKET
 //	s3cryptfs version
 //	s3cryptfs completion bash|zsh|fish
 //
@@ -121,7 +122,7 @@ Exit codes: 0 ok, 1 error (nothing mounted), 2 usage error.`,
 	root.SetGlobalNormalizationFunc(normalizeFlagName)
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.AddCommand(newInitCommand(), newMountCommand(), newUnmountCommand(),
-		newPasswdCommand(), newRecoverCommand(), newKeyCommand(), newConfigCommand(), newRotateCommand(), newRekeyCommand(),
+		newPasswdCommand(), newRecoverCommand(), newKeyCommand(), newConfigCommand(), newRotateCommand(), newRekeyCommand(), newBucketPolicyCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "print the version",

@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -277,6 +279,7 @@ func TestLostConfigAndPassphrase(t *testing.T) {
 	st := newStore(t, "minio")
 	rec := st.initRecovery(t)
 	m := st.mount(t)
+	var r result
 	files := map[string]string{"a": "alpha", "d/b": strings.Repeat("xyz", 100000), "d/e/c": "gamma"}
 	os.MkdirAll(m.path("d/e"), 0o755)
 	for n, c := range files {
@@ -286,7 +289,7 @@ func TestLostConfigAndPassphrase(t *testing.T) {
 	before := st.dataETags(t)
 
 	newPass := passFile(t, "after the recovery")
-	r := st.mustRun(t, "recover", "--recovery-key-file", rec, "--new-passphrase-file", newPass)
+	r = st.mustRun(t, "recover", "--recovery-key-file", rec, "--new-passphrase-file", newPass)
 	if !strings.Contains(r.stdout, "1 old passphrase slot(s) removed") {
 		t.Fatalf("recover: %q", r.stdout)
 	}
@@ -301,6 +304,17 @@ func TestLostConfigAndPassphrase(t *testing.T) {
 		t.Fatalf("export over an existing file: exit %d: %q", r.code, r.stderr)
 	}
 
+	// A damaged config: mount names --config; with it, the vault mounts.
+	good := st.raw(t, fs.ConfigKey)
+	st.putRaw(t, fs.ConfigKey, append(good[:len(good)-1:len(good)-1], good[len(good)-1]^1))
+	wantMountFails(t, st, "--config FILE", "--passphrase-file", newPass)
+	m, r = st.tryMount(t, "--config", exp, "--passphrase-file", newPass)
+	if r.code != 0 {
+		t.Fatalf("mount --config over a damaged config: exit %d: %s", r.code, r.stderr)
+	}
+	wantContent(t, m.path("a"), "alpha")
+	m.unmount()
+
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := st.srv.SDKClient(t).DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(fs.ConfigKey)}); err != nil {
@@ -309,6 +323,9 @@ func TestLostConfigAndPassphrase(t *testing.T) {
 	wantMountFails(t, st, "--config FILE", "--passphrase-file", newPass)
 	for _, opt := range [][]string{{"--passphrase-file", newPass}, {"--recovery-key-file", rec}} {
 		m, r := st.tryMount(t, append([]string{"--config", exp}, opt...)...)
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", daemonPID(t, m.dir))); err != nil || bytes.Contains(b, []byte("recovery-key-file")) || bytes.Contains(b, []byte("passphrase-file")) {
+			t.Fatalf("background mount's command line names the secret's source: %q %v", b, err)
+		}
 		if r.code != 0 {
 			t.Fatalf("mount --config %v: exit %d: %s", opt, r.code, r.stderr)
 		}
@@ -407,3 +424,4 @@ func TestVaultV1Passwd(t *testing.T) {
 		t.Fatal("passwd changed data objects of the version-1 vault")
 	}
 }
+

@@ -424,4 +424,3 @@ func TestVaultV1Passwd(t *testing.T) {
 		t.Fatal("passwd changed data objects of the version-1 vault")
 	}
 }
-

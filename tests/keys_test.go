@@ -399,6 +399,16 @@ func TestVaultV1Passwd(t *testing.T) {
 	if !strings.Contains(r.stdout, `"version": 1`) {
 		t.Fatalf("fixture config: %s", r.stdout)
 	}
+	// A version-1 vault has no recovery key: recover says so.
+	key, printed := cipher.NewRecoveryKey()
+	clear(key)
+	rec := filepath.Join(t.TempDir(), "recovery")
+	if err := os.WriteFile(rec, []byte(printed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := st.run(t, nil, st.cmd("recover", "--recovery-key-file", rec, "--new-passphrase-file", old)...); r.code != 1 || !strings.Contains(r.stderr, "the vault has no recovery key slot") {
+		t.Fatalf("recover on a version-1 vault: exit %d: %q", r.code, r.stderr)
+	}
 	m, r := st.tryMount(t, "--passphrase-file", old)
 	if r.code != 0 {
 		t.Fatalf("mount v1: exit %d: %s", r.code, r.stderr)

@@ -347,8 +347,12 @@ func newKeyAddCommand() *cobra.Command {
 				}
 				defer clear(k)
 				if err := v.AddKeyFile(ctx, k); err != nil {
-					os.Remove(newKeyFile) // its slot was not stored: the key opens nothing
-					return conflictHint(err)
+					if errors.Is(err, vault.ErrConflict) {
+						os.Remove(newKeyFile) // its slot was not stored: the key opens nothing
+						return conflictHint(err)
+					}
+					// Other failures may come after the write: keep the key.
+					return fmt.Errorf("%w (the new key file %s was kept: `s3cryptfs key list` shows whether its slot was added)", err, newKeyFile)
 				}
 			case recovery:
 				printed, err := v.AddRecoveryKey(ctx)

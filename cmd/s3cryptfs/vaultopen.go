@@ -187,6 +187,8 @@ func explainUnlock(err error, s cipher.Secret) error {
 		return nil
 	case errors.Is(err, cipher.ErrWrongKey) && s.Kind == 0:
 		return fmt.Errorf("no KMS slot opens the vault: %v; give a passphrase, key file or recovery key instead", err)
+	case errors.Is(err, cipher.ErrWrongKey) && s.Kind == cipher.SlotRecovery && strings.Contains(err.Error(), "no recovery key slot"):
+		return errors.New("the vault has no recovery key slot (made with --no-recovery-key, or before version 2): unlock with its passphrase or key file")
 	case errors.Is(err, cipher.ErrWrongKey) && s.Kind == cipher.SlotRecovery:
 		return errors.New("wrong recovery key: it opens none of the vault's recovery key slots")
 	case errors.Is(err, cipher.ErrWrongKey):

@@ -269,7 +269,7 @@ func shellQuote(s string) string {
 func prompt(confirm bool) (secret, error) {
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, --password-command, " + passphraseEnv + " or run from a terminal")
+		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, --password-command, --recovery-key-file, " + passphraseEnv + " or run from a terminal")
 	}
 	fmt.Fprint(os.Stderr, "Passphrase: ")
 	p, err := term.ReadPassword(fd)

@@ -344,7 +344,7 @@ func TestLostConfigAndPassphrase(t *testing.T) {
 // new master key, and the old objects still read.
 func TestRotateRemount(t *testing.T) {
 	st := newStore(t, "minio")
-	st.initRecovery(t)
+	rec := st.initRecovery(t)
 	m := st.mount(t)
 	writeFile(t, m.path("old"), "under the first key")
 	m.unmount()
@@ -370,6 +370,22 @@ func TestRotateRemount(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "slot 1 (recovery key") {
 		t.Fatalf("rekey without the recovery key: exit %d: %q", r.code, r.stderr)
 	}
+	before := st.raw(t, fs.ConfigKey)
+	// With it, every slot is rewrapped under a new config key: the config
+	// changes, both secrets still open it, and the data reads.
+	st.mustRun(t, "rekey", "--passphrase-file", passFile(t, passphrase), "--also-recovery-key-file", rec)
+	if after := st.raw(t, fs.ConfigKey); bytes.Equal(before, after) {
+		t.Fatal("rekey left the config as it was")
+	}
+	m = st.mount(t)
+	wantContent(t, m.path("old"), "under the first key")
+	m.unmount()
+	m, r = st.tryMount(t, "--recovery-key-file", rec)
+	if r.code != 0 {
+		t.Fatalf("mount with the recovery key after rekey: exit %d: %s", r.code, r.stderr)
+	}
+	wantContent(t, m.path("new"), "under the second key")
+	m.unmount()
 }
 
 // TestVaultV1Passwd: a version-1 vault (tests/testdata/vault-v1) mounts;

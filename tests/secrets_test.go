@@ -58,12 +58,18 @@ func TestKDFCapForgedConfig(t *testing.T) {
 		time, memKiB uint32
 		threads      uint8
 	}{{17, 64 << 10, 4}, {64, 4 << 20, 64}} {
+		// init writes a version-2 config whose first slot (at 32) is the
+		// passphrase's: kind, reserved, body length, then the KDF cost.
 		forged := bytes.Clone(good)
-		encbin.BigEndian.PutUint32(forged[12:16], p.time)
-		encbin.BigEndian.PutUint32(forged[16:20], p.memKiB)
-		forged[20] = p.threads
-		sum := sha256.Sum256(forged[:116])
-		copy(forged[116:], sum[:])
+		if forged[32] != byte(cipher.SlotPassphrase) {
+			t.Fatalf("first slot has kind %d, want a passphrase slot", forged[32])
+		}
+		encbin.BigEndian.PutUint32(forged[36:40], p.time)
+		encbin.BigEndian.PutUint32(forged[40:44], p.memKiB)
+		forged[44] = p.threads
+		end := len(forged) - sha256.Size
+		sum := sha256.Sum256(forged[:end])
+		copy(forged[end:], sum[:])
 		st.putLocal(t, fs.ConfigKey, forged)
 
 		start := time.Now()

@@ -38,7 +38,7 @@ func addGroups(cmd *cobra.Command, groups ...flagGroup) {
 	cmd.Flags().SortFlags = false
 	usage := func(c *cobra.Command) string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "Usage:\n  s3cryptfs %s\n", c.Use)
+		fmt.Fprintf(&b, "Usage:\n  %s %s\n", strings.TrimSuffix(c.CommandPath(), " "+c.Name()), c.Use)
 		for _, g := range groups {
 			if u := g.fs.FlagUsagesWrapped(100); u != "" {
 				fmt.Fprintf(&b, "\n%s:\n%s", g.title, u)

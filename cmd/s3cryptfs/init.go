@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/internal/vault"
 )
 
 // initFlags are the options of `s3cryptfs init`.
@@ -21,6 +21,9 @@ type initFlags struct {
 	secret     secretFlags
 	newKeyFile string
 	blockSize  byteSize
+	noRecovery bool
+	kmsKeyID   string
+	kms        kmsFlags
 }
 
 func newInitCommand() *cobra.Command {
@@ -31,6 +34,9 @@ func newInitCommand() *cobra.Command {
 	vault := newGroup("Vault")
 	f.blockSize = byteSize(cipher.DefaultBlockSize)
 	vault.fs.Var(&f.blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
+	vault.fs.BoolVar(&f.noRecovery, "no-recovery-key", false, "do not create a recovery key (by default one is printed once: it opens the vault if the passphrase or key file is lost)")
+	vault.fs.StringVar(&f.kmsKeyID, "kms-key-id", "", "also add a slot that this KMS key opens (no secret needed to mount); with no other secret option, the vault opens by KMS and the recovery key only")
+	f.kms.register(vault.fs)
 	st := newGroup("Store (give init the same --sse options the mounts will use)")
 	f.store.register(st.fs)
 	cmd := &cobra.Command{
@@ -77,7 +83,13 @@ func cmdInit(f *initFlags, spec string) error {
 		return fmt.Errorf("check for an existing vault config: %w", err)
 	}
 	var s secret
-	if newKeyFile != "" {
+	kmsOnly := f.kmsKeyID != "" && !sec.given() && os.Getenv(passphraseEnv) == "" && newKeyFile == ""
+	switch {
+	case kmsOnly:
+		if f.noRecovery {
+			return usagef("a vault opened by KMS alone needs its recovery key (the KMS key may be lost or disabled): drop --no-recovery-key, or add a secret option")
+		}
+	case newKeyFile != "":
 		// Written and synced before the vault exists, so that a vault is
 		// never stored whose key did not reach the disk.
 		k, err := writeNewKeyFile(newKeyFile)
@@ -85,26 +97,46 @@ func cmdInit(f *initFlags, spec string) error {
 			return err
 		}
 		s = secret{b: k, keyFile: true}
-	} else if s, err = sec.read(true); err != nil {
-		return err
-	}
-	cfg, _, err := cipher.NewConfig(s.b, cipher.ConfigOptions{BlockSize: int(blockSize), KeyFile: s.keyFile})
-	if err == nil {
-		data := cfg.Marshal()
-		if _, err = st.Put(ctx, fs.ConfigKey, bytes.NewReader(data), int64(len(data)), nil); err != nil {
-			err = fmt.Errorf("store the vault config: %w", err)
+	default:
+		if s, err = sec.read(true); err != nil {
+			return err
 		}
 	}
+	opts := vault.InitOptions{BlockSize: int(blockSize), NoRecoveryKey: f.noRecovery, KMSKeyID: f.kmsKeyID}
+	switch {
+	case kmsOnly:
+	case s.keyFile:
+		opts.Secret = cipher.KeyFile(s.b)
+	default:
+		opts.Secret = cipher.Passphrase(s.b)
+	}
+	if f.kmsKeyID != "" {
+		opts.KMS = &lazyKMS{f: &f.kms}
+	}
+	v, recovery, err := vault.Init(ctx, st, opts)
+	clear(s.b)
 	if err != nil {
+		if errors.Is(err, vault.ErrExists) {
+			err = fmt.Errorf("%s already holds a vault config (%s); refusing to overwrite it", spec, fs.ConfigKey)
+		}
 		if newKeyFile != "" {
 			// Kept: a failed Put may still have stored the config.
 			return fmt.Errorf("%w (the new key file %s was kept: retry with --key-file %s, or delete it)", err, newKeyFile, newKeyFile)
 		}
 		return err
 	}
-	fmt.Printf("created vault in %s (block size %d)\n", spec, cfg.BlockSize())
+	fmt.Printf("created vault in %s (block size %d)\n", spec, v.Config().BlockSize())
 	if newKeyFile != "" {
 		fmt.Printf("key file %s: the vault cannot be opened without it; keep a copy somewhere safe\n", newKeyFile)
+	}
+	if f.kmsKeyID != "" {
+		fmt.Printf("KMS key %s opens the vault: mount needs no secret while the key is usable\n", f.kmsKeyID)
+	}
+	if recovery != "" {
+		// Printed once, on stdout, and stored nowhere: it is the way back
+		// in when every other secret is lost.
+		fmt.Printf("\nrecovery key (shown only this once; write it down and keep it offline, apart from the passphrase)\n\n    %s\n\n", recovery)
+		fmt.Println("it unlocks the vault with --recovery-key-file FILE, and `s3cryptfs recover` sets a new passphrase with it")
 	}
 	return nil
 }

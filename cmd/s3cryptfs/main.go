@@ -5,6 +5,10 @@
 //	s3cryptfs mount   [options] STORE MOUNTPOINT [-o opt[,opt...]]
 //	s3cryptfs unmount [--lazy] MOUNTPOINT
 //	s3cryptfs ls|cat|get|verify [options] STORE ...   (reader.go)
+//	s3cryptfs passwd | recover | rotate | rekey [options] STORE
+//	s3cryptfs key list | add | remove [options] STORE [SLOT]
+//	s3cryptfs config export [options] STORE FILE
+//	s3cryptfs bucket-policy [--sse s3|kms] [--dry-run] s3://BUCKET
 //	s3cryptfs version
 //	s3cryptfs completion bash|zsh|fish
 //
@@ -118,15 +122,17 @@ Exit codes: 0 ok, 1 error (nothing mounted), 2 usage error.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.SetGlobalNormalizationFunc(normalizeFlagName)
 	root.CompletionOptions.HiddenDefaultCmd = false
-	root.AddCommand(newInitCommand(), newMountCommand(), newUnmountCommand(), &cobra.Command{
-		Use:   "version",
-		Short: "print the version",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			fmt.Fprintln(c.OutOrStdout(), versionString())
-			return nil
-		},
-	})
+	root.AddCommand(newInitCommand(), newMountCommand(), newUnmountCommand(),
+		newPasswdCommand(), newRecoverCommand(), newKeyCommand(), newConfigCommand(), newRotateCommand(), newRekeyCommand(), newBucketPolicyCommand(),
+		&cobra.Command{
+			Use:   "version",
+			Short: "print the version",
+			Args:  noArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				fmt.Fprintln(c.OutOrStdout(), versionString())
+				return nil
+			},
+		})
 	root.AddCommand(readerCommands()...)
 	return root
 }

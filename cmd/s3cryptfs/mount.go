@@ -31,12 +31,15 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
+	"github.com/s3cryptfs/s3cryptfs/internal/vault"
 )
 
 // mountFlags are the options of `s3cryptfs mount`.
 type mountFlags struct {
 	store         storeFlags
 	secret        secretFlags
+	kms           kmsFlags
+	configFile    string // an exported vault config used instead of the store's
 	clientEnc     bool
 	cacheSize     byteSize
 	readOnly      bool
@@ -68,6 +71,9 @@ type mountFlags struct {
 func (m *mountFlags) groups() []flagGroup {
 	sec := newGroup("Vault secret (at most one of these; else $S3CRYPTFS_PASSPHRASE, else a prompt)")
 	m.secret.register(sec.fs, "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
+	m.secret.registerRecovery(sec.fs)
+	sec.fs.StringVar(&m.configFile, "config", "", "use this exported vault config (`s3cryptfs config export`) instead of the store's, e.g. when the store's copy is lost or damaged")
+	m.kms.register(sec.fs)
 	sec.fs.BoolVar(&m.clientEnc, "client-encryption", true, "encrypt on the client (false: objects hold plaintext, no vault config needed)")
 
 	st := newGroup("Store")
@@ -303,11 +309,12 @@ func daemonize(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 
 	var sec *secret
 	if m.clientEnc {
-		s, err := m.secret.read(false)
+		s, err := vaultSecret(&m.secret, peekConfig(spec, m))
 		if err != nil {
 			return err
 		}
-		sec = &s
+		sec = &secret{b: encodeSecret(s)}
+		clear(s.Key)
 	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -380,7 +387,7 @@ func daemonize(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 func childFlags(fset *pflag.FlagSet, secretPiped bool) []string {
 	skip := map[string]bool{"foreground": true, "ready-fd": true, "secret-fd": true, "log-file": true, "options": true}
 	if secretPiped {
-		skip["passphrase-file"], skip["key-file"], skip["password-command"] = true, true, true
+		skip["passphrase-file"], skip["key-file"], skip["password-command"], skip["recovery-key-file"] = true, true, true, true
 	}
 	var args []string
 	fset.Visit(func(f *pflag.Flag) {
@@ -642,11 +649,41 @@ func maxNameLen(spec string) int {
 	return 251
 }
 
-// unlock reads and opens the vault config, or (client encryption off)
-// makes sure the store is not an encrypted vault mounted by mistake.
+// peekConfig reads the vault config before the secret is asked for, to
+// learn whether KMS can open it without one. Any failure returns nil: the
+// background mount reads the config again and reports the error.
+func peekConfig(spec string, m *mountFlags) *cipher.Config {
+	if m.secret.given() || os.Getenv(passphraseEnv) != "" {
+		return nil // the secret is named: no need to look
+	}
+	var data []byte
+	var err error
+	if m.configFile != "" {
+		data, err = readConfigFile(m.configFile)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var st backend.Store
+		if st, err = openStore(ctx, spec, &m.store); err == nil {
+			data, err = readObject(ctx, st, fs.ConfigKey)
+		}
+	}
+	if err != nil {
+		return nil
+	}
+	cfg, err := cipher.ParseConfig(data)
+	if err != nil {
+		return nil
+	}
+	return cfg
+}
+
+// unlock reads and opens the vault config (the store's, or --config's),
+// or (client encryption off) makes sure the store is not an encrypted
+// vault mounted by mistake.
 func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys, error) {
-	data, err := readObject(ctx, st, fs.ConfigKey)
 	if !m.clientEnc {
+		_, err := readObject(ctx, st, fs.ConfigKey)
 		if err == nil {
 			return nil, errors.New("the store holds an encrypted vault (" + fs.ConfigKey + "); refusing --client-encryption=false, which would show ciphertext")
 		}
@@ -655,20 +692,23 @@ func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys,
 		}
 		return nil, nil
 	}
-	if errors.Is(err, backend.ErrNotFound) {
-		return nil, errors.New("no vault config (" + fs.ConfigKey + ") in the store: run `s3cryptfs init` first, or mount with --client-encryption=false")
+	var data []byte
+	var err error
+	where := fs.ConfigKey
+	if m.configFile != "" {
+		data, err = readConfigFile(m.configFile)
+		where = m.configFile
+	} else {
+		data, err = readStoreConfig(ctx, st)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the vault config: %w", err)
+		return nil, err
 	}
-	cfg, err := cipher.ParseConfig(data)
-	if errors.Is(err, cipher.ErrKDFTooCostly) {
-		return nil, fmt.Errorf("vault config: %w; s3cryptfs never writes such a config: has %s been tampered with?", err, fs.ConfigKey)
-	}
+	cfg, err := parseVaultConfig(data, where)
 	if err != nil {
-		return nil, fmt.Errorf("vault config: %w", err)
+		return nil, err
 	}
-	var s secret
+	var s cipher.Secret
 	if m.secretFD > 0 {
 		f := os.NewFile(uintptr(m.secretFD), "secret")
 		b, err := io.ReadAll(f)
@@ -676,19 +716,20 @@ func unlock(ctx context.Context, st backend.Store, m *mountFlags) (*cipher.Keys,
 		if err != nil {
 			return nil, fmt.Errorf("read secret: %w", err)
 		}
-		s = secret{b: b}
-	} else if s, err = m.secret.read(false); err != nil {
+		if s, err = decodeSecret(b); err != nil {
+			return nil, err
+		}
+	} else if s, err = vaultSecret(&m.secret, cfg); err != nil {
 		return nil, err
 	}
-	keys, err := cfg.Unlock(s.b)
-	clear(s.b) // not needed any more: the keys are derived
-	if errors.Is(err, cipher.ErrWrongKey) {
-		return nil, errors.New("wrong passphrase or key file")
-	}
+	// The bytes already parsed are opened (not the store's object read
+	// again): what was checked above is what is unlocked.
+	v, err := vault.Open(ctx, st, vault.OpenOptions{Secret: s, KMS: &lazyKMS{f: &m.kms}, Config: data})
+	clear(s.Key) // not needed any more: the keys are derived
 	if err != nil {
-		return nil, fmt.Errorf("unlock the vault: %w", err)
+		return nil, explainUnlock(err, s)
 	}
-	return keys, nil
+	return v.Keys(), nil
 }
 
 // readObject reads a small object whole.

@@ -28,6 +28,7 @@ func readerCommands() []*cobra.Command {
 type readFlags struct {
 	store     storeFlags
 	secret    secretFlags
+	kms       kmsFlags
 	clientEnc bool
 	parallel  int
 }
@@ -35,6 +36,7 @@ type readFlags struct {
 func (r *readFlags) groups(parallelHelp string) []flagGroup {
 	sec := newGroup("Vault secret (at most one of these; else $S3CRYPTFS_PASSPHRASE, else a prompt)")
 	r.secret.register(sec.fs, "unlock with a key file (32 bytes as 64 hex digits or base64, mode 0600)")
+	r.kms.register(sec.fs)
 	sec.fs.BoolVar(&r.clientEnc, "client-encryption", true, "the vault is encrypted (false: objects hold plaintext, as mounted with --client-encryption=false)")
 	st := newGroup("Store")
 	r.store.register(st.fs)
@@ -72,21 +74,22 @@ func (r *readFlags) openVault(ctx context.Context, spec string) (backend.Store, 
 	case err != nil:
 		return nil, nil, fmt.Errorf("read the vault config: %w", err)
 	}
-	s, err := r.secret.read(false)
+	data, err := readStoreConfig(ctx, st)
 	if err != nil {
 		return nil, nil, err
 	}
-	cs := cipher.Passphrase(s.b)
-	if s.keyFile {
-		cs = cipher.KeyFile(s.b)
+	cfg, err := parseVaultConfig(data, spec)
+	if err != nil {
+		return nil, nil, err
 	}
-	v, err := vault.Open(ctx, st, vault.OpenOptions{Secret: cs})
-	clear(s.b)
-	switch {
-	case errors.Is(err, cipher.ErrWrongKey):
-		return nil, nil, errors.New("wrong passphrase or key file")
-	case err != nil:
-		return nil, nil, fmt.Errorf("unlock the vault: %w", err)
+	// Any slot, as mount: a key file, a recovery key, a passphrase, or KMS.
+	sec, err := vaultSecret(&r.secret, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := vault.Open(ctx, st, vault.OpenOptions{Secret: sec, KMS: &lazyKMS{f: &r.kms}})
+	if err != nil {
+		return nil, nil, explainUnlock(err, sec)
 	}
 	return st, v.Keys(), nil
 }

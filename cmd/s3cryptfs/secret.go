@@ -34,6 +34,7 @@ type secretFlags struct {
 	passphraseFile  string
 	keyFile         string
 	passwordCommand string
+	recoveryKeyFile string // unlock with the recovery key (not for init)
 }
 
 // register adds the secret options; keyFileHelp differs between init and
@@ -44,6 +45,16 @@ func (s *secretFlags) register(fs *pflag.FlagSet, keyFileHelp string) {
 	fs.StringVar(&s.passwordCommand, "password-command", "", "run this command with sh -c; its output (one trailing newline removed) is the passphrase (e.g. 'secret-tool lookup s3cryptfs vault', 'pass show s3cryptfs')")
 }
 
+// registerRecovery adds --recovery-key-file, for the commands that unlock.
+func (s *secretFlags) registerRecovery(fs *pflag.FlagSet) {
+	fs.StringVar(&s.recoveryKeyFile, "recovery-key-file", "", "unlock with the recovery key init printed, kept in this file (mode 0600)")
+}
+
+// given reports whether an option names the secret.
+func (s *secretFlags) given() bool {
+	return s.passphraseFile != "" || s.keyFile != "" || s.passwordCommand != "" || s.recoveryKeyFile != ""
+}
+
 // secret is the vault secret and whether it is a key file.
 type secret struct {
 	b       []byte
@@ -52,13 +63,13 @@ type secret struct {
 
 func (s *secretFlags) validate() error {
 	n := 0
-	for _, v := range []string{s.passphraseFile, s.keyFile, s.passwordCommand} {
+	for _, v := range []string{s.passphraseFile, s.keyFile, s.passwordCommand, s.recoveryKeyFile} {
 		if v != "" {
 			n++
 		}
 	}
 	if n > 1 {
-		return usagef("--passphrase-file, --key-file and --password-command exclude each other")
+		return usagef("--passphrase-file, --key-file, --password-command and --recovery-key-file exclude each other")
 	}
 	return nil
 }
@@ -258,7 +269,7 @@ func shellQuote(s string) string {
 func prompt(confirm bool) (secret, error) {
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, --password-command, " + passphraseEnv + " or run from a terminal")
+		return secret{}, errors.New("no passphrase: use --passphrase-file, --key-file, --password-command, --recovery-key-file, " + passphraseEnv + " or run from a terminal")
 	}
 	fmt.Fprint(os.Stderr, "Passphrase: ")
 	p, err := term.ReadPassword(fd)

@@ -450,3 +450,60 @@ func TestVaultV1Passwd(t *testing.T) {
 		t.Fatal("passwd changed data objects of the version-1 vault")
 	}
 }
+
+// TestRotateRewrite: after a rotation, rotate --rewrite moves every object
+// (files, a symlink, the attribute indexes) under the current key, drops
+// the older key, and every file reads back identical; a second run finds
+// nothing to do.
+func TestRotateRewrite(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t)
+		want := map[string]string{}
+		for i := range 12 {
+			name := fmt.Sprintf("f%02d", i)
+			want[name] = strings.Repeat(name, 1000*i+1) // up to 3 blocks
+			writeFile(t, m.path(name), want[name])
+		}
+		if err := os.Symlink("f01", m.path("link")); err != nil {
+			t.Fatal(err)
+		}
+		m.unmount()
+		oldID, _ := cipher.HeaderKeyID(st.raw(t, "f03"))
+		st.mustRun(t, "rotate", "--passphrase-file", passFile(t, passphrase))
+		m, r := st.tryMountAt(t, m.dir, "--passphrase-file", passFile(t, passphrase))
+		if r.code != 0 {
+			t.Fatalf("mount: %s", r.stderr)
+		}
+		want["later"] = "written under the new key"
+		writeFile(t, m.path("later"), want["later"])
+		m.unmount()
+
+		r = st.mustRun(t, "rotate", "--rewrite", "--passphrase-file", passFile(t, passphrase))
+		if !strings.Contains(r.stdout, "1 older keys dropped") {
+			t.Fatalf("rotate --rewrite: %q", r.stdout)
+		}
+		for name := range want {
+			if id, ok := cipher.HeaderKeyID(st.raw(t, name)); !ok || id == oldID {
+				t.Fatalf("%s still under the old key %s", name, oldID)
+			}
+		}
+		r = st.mustRun(t, "rotate", "--rewrite", "--passphrase-file", passFile(t, passphrase))
+		if !strings.Contains(r.stdout, "0 objects rewritten") {
+			t.Fatalf("second rotate --rewrite: %q", r.stdout)
+		}
+		m, r = st.tryMountAt(t, m.dir, "--passphrase-file", passFile(t, passphrase))
+		if r.code != 0 {
+			t.Fatalf("mount after the rewrite: %s", r.stderr)
+		}
+		for name, content := range want {
+			wantContent(t, m.path(name), content)
+		}
+		if target, err := os.Readlink(m.path("link")); err != nil || target != "f01" {
+			t.Fatalf("symlink after the rewrite: %q %v", target, err)
+		}
+		if r := st.run(t, nil, st.cmd("verify", "--passphrase-file", passFile(t, passphrase))...); r.code != 0 {
+			t.Fatalf("verify after the rewrite: exit %d: %s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+}

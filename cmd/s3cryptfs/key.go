@@ -484,18 +484,31 @@ func writeNewFile(path string, data []byte) error {
 
 func newRotateCommand() *cobra.Command {
 	var o vaultOpener
+	var rewrite bool
+	var parallel int
 	sec, st := unlockGroup(&o)
+	rw := newGroup("Rewrite")
+	rw.fs.BoolVar(&rewrite, "rewrite", false, "instead of adding a key: re-encrypt every object still under an older key with the current one, then drop the older keys (resumable: run it again after an interruption)")
+	rw.fs.IntVar(&parallel, "parallel", 4, "objects rewritten at once with --rewrite")
 	cmd := &cobra.Command{
-		Use:   "rotate [unlock options] STORE",
-		Short: "make a new master key current (new files use it from the next mount)",
+		Use:   "rotate [unlock options] [--rewrite] STORE",
+		Short: "make a new master key current (new files use it from the next mount); --rewrite moves every object to it",
 		Long: `Add a new random master key to the keyring and make it current. Existing
 objects keep their key (all keys stay in the keyring) and stay readable;
 files written by mounts made after this use the new key. Running mounts
-keep the old current key until they are remounted.`,
+keep the old current key until they are remounted.
+
+rotate --rewrite then re-encrypts, under the current key, every object still
+sealed under an older one (streamed, bounded memory, each replaced only if
+it did not change meanwhile), and once none is left drops the older keys
+from the keyring. Interrupted, it can simply be run again.`,
 		Args: exactArgs(1, "exactly one STORE"),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if err := o.validate(args[0]); err != nil {
 				return err
+			}
+			if rewrite {
+				return rotateRewrite(&o, args[0], parallel)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 			defer cancel()
@@ -511,7 +524,7 @@ keep the old current key until they are remounted.`,
 			return nil
 		},
 	}
-	addGroups(cmd, sec, st)
+	addGroups(cmd, sec, st, rw)
 	registerCompletions(cmd)
 	return cmd
 }

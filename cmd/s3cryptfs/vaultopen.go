@@ -205,6 +205,8 @@ type vaultOpener struct {
 	store  storeFlags
 	secret secretFlags
 	kms    kmsFlags
+
+	st backend.Store // set by open
 }
 
 func (o *vaultOpener) registerSecret(fs *pflag.FlagSet) {
@@ -225,6 +227,7 @@ func (o *vaultOpener) open(ctx context.Context, spec string) (*vault.Vault, ciph
 	if err != nil {
 		return nil, cipher.Secret{}, err
 	}
+	o.st = st
 	data, err := readStoreConfig(ctx, st)
 	if err != nil {
 		return nil, cipher.Secret{}, err

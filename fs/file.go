@@ -399,6 +399,7 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 		a = fl.get()
 	}
 	a.fill(&out.Attr)
+	out.Ino = fl.StableAttr().Ino // go-fuse leaves it 0 in SETATTR replies, and the kernel shows it
 	out.SetTimeout(f.ttl)
 	return 0
 }

@@ -91,6 +91,8 @@ type FS struct {
 	cache attrCache
 	reval revalidator
 	idx   *indexer
+	inos  inoTable
+	keys  *cipher.Keys // seal extended attributes; nil: plaintext mount (or none)
 
 	openMu sync.Mutex
 	open   map[*File]struct{} // files with content open (handles alive) or awaiting upload, for SyncAll
@@ -142,7 +144,8 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		f.wb = newWriteBack(f, opts.WriteBackParallel, opts.WriteBackMaxBytes)
 	}
 	root := &Dir{fsys: f}
-	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
+	f.keys = opts.Keys
+	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime, ino: 1}
 	return root, f, nil
 }
 
@@ -157,6 +160,8 @@ func (f *FS) MountOptions() *gofs.Options {
 		NegativeTimeout: &neg,
 		UID:             f.uid,
 		GID:             f.gid,
+		// The root's inode number, as on most filesystems (ino.go).
+		RootStableAttr: &gofs.StableAttr{Ino: 1},
 	}
 	// Reads answer with data in memory, never a file descriptor: with
 	// splicing on, go-fuse still tried a splice for every READ (a pipe,

@@ -95,7 +95,14 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		if strings.HasPrefix(dstKey+"/", srcKey+"/") {
 			return syscall.EINVAL // into its own subtree
 		}
-		return f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+		errno := f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+		if errno == 0 {
+			d.addSubdirs(-1)
+			if dstKind == 0 {
+				nd.addSubdirs(1)
+			}
+		}
+		return errno
 	}
 	return f.renameObject(ctx, src, nd, srcKey, dstKey, newName)
 }

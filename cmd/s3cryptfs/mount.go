@@ -518,7 +518,6 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	opts.Name = "s3cryptfs"
 	opts.AllowOther = m.allowOther
 	opts.MaxWrite = 1 << 20
-	opts.DisableXAttrs = true
 	if m.allowOther {
 		opts.Options = append(opts.Options, "default_permissions")
 	}

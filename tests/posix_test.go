@@ -3,7 +3,11 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
+	"unsafe"
 
 	"github.com/s3cryptfs/s3cryptfs/backend/local"
 )
@@ -150,11 +155,118 @@ var posixCases = []struct {
 		writeFile(t, d+"/f", "x")
 		wantErrno(t, "link", os.Link(d+"/f", d+"/g"), syscall.EPERM)
 	}},
-	{"mknod device and fifo EPERM, regular ok", func(t *testing.T, m *mount, d string) {
-		wantErrno(t, "mknod chr", unix.Mknod(d+"/dev", unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))), syscall.EPERM)
-		wantErrno(t, "mkfifo", unix.Mkfifo(d+"/fifo", 0o600), syscall.EPERM)
+	{"mknod regular file", func(t *testing.T, m *mount, d string) {
 		wantErrno(t, "mknod reg", unix.Mknod(d+"/reg", unix.S_IFREG|0o600, 0), 0)
 		wantContent(t, d+"/reg", "")
+		wantErrno(t, "mknod existing", unix.Mknod(d+"/reg", unix.S_IFIFO|0o600, 0), syscall.EEXIST)
+	}},
+	{"mkfifo passes data", func(t *testing.T, m *mount, d string) {
+		wantErrno(t, "mkfifo", unix.Mkfifo(d+"/fifo", 0o640), 0)
+		fi, err := os.Lstat(d + "/fifo")
+		if err != nil || fi.Mode()&os.ModeNamedPipe == 0 || fi.Mode().Perm() != 0o640 || fi.Size() != 0 {
+			t.Fatalf("lstat fifo: %v %v", fi, err)
+		}
+		// A writer and a reader meet in the kernel's pipe.
+		done := make(chan error, 1)
+		go func() {
+			w, err := os.OpenFile(d+"/fifo", os.O_WRONLY, 0)
+			if err != nil {
+				done <- err
+				return
+			}
+			_, err = w.WriteString("through the fifo")
+			w.Close()
+			done <- err
+		}()
+		r, err := os.Open(d + "/fifo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || string(got) != "through the fifo" {
+			t.Fatalf("read fifo: %q %v", got, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("write fifo: %v", err)
+		}
+		if got := names(t, d); got != "fifo" {
+			t.Fatalf("readdir: %q", got)
+		}
+		ents, _ := os.ReadDir(d)
+		if len(ents) != 1 || ents[0].Type()&os.ModeNamedPipe == 0 {
+			t.Fatalf("readdir type: %v", ents)
+		}
+	}},
+	{"mknod devices", func(t *testing.T, m *mount, d string) {
+		wantErrno(t, "mknod chr", unix.Mknod(d+"/chr", unix.S_IFCHR|0o600, int(unix.Mkdev(4, 64))), 0)
+		wantErrno(t, "mknod blk", unix.Mknod(d+"/blk", unix.S_IFBLK|0o640, int(unix.Mkdev(259, 1048575))), 0)
+		for _, c := range []struct {
+			name         string
+			typ, perm    uint32
+			major, minor uint32
+		}{{"chr", unix.S_IFCHR, 0o600, 4, 64}, {"blk", unix.S_IFBLK, 0o640, 259, 1048575}} {
+			var s unix.Stat_t
+			wantErrno(t, "stat "+c.name, unix.Lstat(d+"/"+c.name, &s), 0)
+			if s.Mode&unix.S_IFMT != c.typ || s.Mode&0o7777 != c.perm || unix.Major(s.Rdev) != c.major || unix.Minor(s.Rdev) != c.minor {
+				t.Fatalf("%s: mode %o rdev %d:%d, want %o|%o %d:%d", c.name, s.Mode, unix.Major(s.Rdev), unix.Minor(s.Rdev), c.typ, c.perm, c.major, c.minor)
+			}
+		}
+		// The mount is nodev: a device node found in the bucket cannot
+		// reach a driver.
+		_, err := os.Open(d + "/chr")
+		wantErrno(t, "open device on a nodev mount", err, syscall.EACCES)
+	}},
+	{"unix socket bind connect", func(t *testing.T, m *mount, d string) {
+		l, err := net.Listen("unix", d+"/sock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				c.Write([]byte("over the socket"))
+				c.Close()
+			}
+		}()
+		c, err := net.Dial("unix", d+"/sock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(got) != "over the socket" {
+			t.Fatalf("read socket: %q %v", got, err)
+		}
+		fi, err := os.Lstat(d + "/sock")
+		if err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Fatalf("lstat socket: %v %v", fi, err)
+		}
+	}},
+	{"special files chmod chown utimes rename unlink", func(t *testing.T, m *mount, d string) {
+		wantErrno(t, "mkfifo", unix.Mkfifo(d+"/p", 0o600), 0)
+		wantErrno(t, "mknod chr", unix.Mknod(d+"/c", unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))), 0)
+		mt := time.Date(2003, 4, 5, 6, 7, 8, 9, time.UTC)
+		for _, n := range []string{"p", "c"} {
+			wantErrno(t, "chmod", os.Chmod(d+"/"+n, 0o644), 0)
+			wantErrno(t, "chown", os.Lchown(d+"/"+n, 4321, 8765), 0)
+			wantErrno(t, "utimes", os.Chtimes(d+"/"+n, mt, mt), 0)
+			wantErrno(t, "rename", os.Rename(d+"/"+n, d+"/"+n+"2"), 0)
+			var s unix.Stat_t
+			wantErrno(t, "stat", unix.Lstat(d+"/"+n+"2", &s), 0)
+			if s.Mode&0o7777 != 0o644 || s.Uid != 4321 || s.Gid != 8765 || s.Mtim.Nano() != mt.UnixNano() {
+				t.Fatalf("%s: mode %o uid %d gid %d mtime %d", n, s.Mode, s.Uid, s.Gid, s.Mtim.Nano())
+			}
+			if n == "c" && (unix.Major(s.Rdev) != 1 || unix.Minor(s.Rdev) != 3) {
+				t.Fatalf("rdev after rename: %d:%d", unix.Major(s.Rdev), unix.Minor(s.Rdev))
+			}
+		}
+		wantErrno(t, "unlink fifo", os.Remove(d+"/p2"), 0)
+		wantErrno(t, "unlink dev", os.Remove(d+"/c2"), 0)
+		if got := names(t, d); got != "" {
+			t.Fatalf("after unlink: %q", got)
+		}
 	}},
 	{"rename over file replaces it", func(t *testing.T, m *mount, d string) {
 		writeFile(t, d+"/a", "AAA")
@@ -383,17 +495,156 @@ var posixCases = []struct {
 			t.Fatalf("size: %v %v", fi, err)
 		}
 	}},
-	{"xattrs and fallocate EOPNOTSUPP", func(t *testing.T, m *mount, d string) {
+	{"fallocate EOPNOTSUPP", func(t *testing.T, m *mount, d string) {
 		writeFile(t, d+"/f", "x")
-		wantErrno(t, "setxattr", unix.Setxattr(d+"/f", "user.k", []byte("v"), 0), syscall.EOPNOTSUPP)
-		_, err := unix.Getxattr(d+"/f", "user.k", make([]byte, 16))
-		wantErrno(t, "getxattr", err, syscall.EOPNOTSUPP)
 		f, err := os.OpenFile(d+"/f", os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
 		wantErrno(t, "fallocate", unix.Fallocate(int(f.Fd()), 0, 0, 1<<20), syscall.EOPNOTSUPP)
+	}},
+	{"xattrs set get list remove", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", "x")
+		os.Mkdir(d+"/sub", 0o755)
+		for _, p := range []string{d + "/f", d + "/sub"} {
+			wantErrno(t, "setxattr", unix.Setxattr(p, "user.one", []byte("value one"), 0), 0)
+			wantErrno(t, "setxattr binary", unix.Setxattr(p, "user.bin", []byte{0, 1, 2, 255}, 0), 0)
+			wantErrno(t, "setxattr empty", unix.Setxattr(p, "user.empty", nil, 0), 0)
+			wantXattr(t, p, "user.one", "value one")
+			wantXattr(t, p, "user.bin", "\x00\x01\x02\xff")
+			wantXattr(t, p, "user.empty", "")
+			if got := listXattrs(t, p); got != "user.bin user.empty user.one" {
+				t.Fatalf("listxattr %s: %q", p, got)
+			}
+			wantErrno(t, "setxattr replace", unix.Setxattr(p, "user.one", []byte("1"), 0), 0)
+			wantXattr(t, p, "user.one", "1")
+			wantErrno(t, "removexattr", unix.Removexattr(p, "user.one"), 0)
+			_, err := unix.Getxattr(p, "user.one", make([]byte, 16))
+			wantErrno(t, "getxattr removed", err, syscall.ENODATA)
+			wantErrno(t, "removexattr missing", unix.Removexattr(p, "user.one"), syscall.ENODATA)
+			// ERANGE when the buffer is too small, the size when it is empty.
+			_, err = unix.Getxattr(p, "user.bin", make([]byte, 2))
+			wantErrno(t, "getxattr small buffer", err, syscall.ERANGE)
+			if n, err := unix.Getxattr(p, "user.bin", nil); n != 4 || err != nil {
+				t.Fatalf("getxattr size: %d %v", n, err)
+			}
+		}
+		wantContent(t, d+"/f", "x")
+		// They follow a rename (a server-side copy keeps the metadata).
+		wantErrno(t, "rename", os.Rename(d+"/f", d+"/g"), 0)
+		wantXattr(t, d+"/g", "user.bin", "\x00\x01\x02\xff")
+		// On an open file with unsaved data they go out with the close.
+		f, err := os.OpenFile(d+"/g", os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("y")
+		wantErrno(t, "setxattr open", unix.Setxattr(d+"/g", "user.open", []byte("o"), 0), 0)
+		wantErrno(t, "close", f.Close(), 0)
+		wantXattr(t, d+"/g", "user.open", "o")
+		wantContent(t, d+"/g", "xy")
+	}},
+	{"xattr flags, limits and namespaces", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", "x")
+		p := d + "/f"
+		wantErrno(t, "XATTR_REPLACE missing", unix.Setxattr(p, "user.a", []byte("1"), unix.XATTR_REPLACE), syscall.ENODATA)
+		wantErrno(t, "XATTR_CREATE", unix.Setxattr(p, "user.a", []byte("1"), unix.XATTR_CREATE), 0)
+		wantErrno(t, "XATTR_CREATE existing", unix.Setxattr(p, "user.a", []byte("2"), unix.XATTR_CREATE), syscall.EEXIST)
+		wantErrno(t, "XATTR_REPLACE", unix.Setxattr(p, "user.a", []byte("3"), unix.XATTR_REPLACE), 0)
+		wantXattr(t, p, "user.a", "3")
+		// S3 holds 2 KiB of metadata per object: a value that cannot fit
+		// is refused whole, and what was there stays.
+		wantErrno(t, "setxattr too large", unix.Setxattr(p, "user.big", bytes.Repeat([]byte("b"), 1500), 0), syscall.ENOSPC)
+		wantXattr(t, p, "user.a", "3")
+		wantErrno(t, "setxattr 1000 bytes", unix.Setxattr(p, "user.big", bytes.Repeat([]byte("b"), 1000), 0), 0)
+		if n, err := unix.Getxattr(p, "user.big", make([]byte, 2000)); n != 1000 || err != nil {
+			t.Fatalf("getxattr 1000 bytes: %d %v", n, err)
+		}
+		wantErrno(t, "setxattr over the rest", unix.Setxattr(p, "user.more", bytes.Repeat([]byte("m"), 400), 0), syscall.ENOSPC)
+		// Other namespaces are not stored.
+		wantErrno(t, "setxattr security", unix.Setxattr(p, "security.foo", []byte("1"), 0), syscall.EOPNOTSUPP)
+		wantErrno(t, "setxattr trusted", unix.Setxattr(p, "trusted.foo", []byte("1"), 0), syscall.EOPNOTSUPP)
+		_, err := unix.Getxattr(p, "security.selinux", make([]byte, 64))
+		wantErrno(t, "getxattr security", err, syscall.ENODATA)
+		wantErrno(t, "POSIX ACL", unix.Setxattr(p, "system.posix_acl_access", []byte{2, 0, 0, 0}, 0), syscall.EOPNOTSUPP)
+		// The kernel allows user.* only on files and directories.
+		os.Symlink("f", d+"/ln")
+		wantErrno(t, "setxattr symlink", unix.Lsetxattr(d+"/ln", "user.a", []byte("1"), 0), syscall.EPERM)
+	}},
+	{"atime set explicitly, never by reads", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", "x")
+		at := time.Date(2004, 5, 6, 7, 8, 9, 123456789, time.UTC)
+		mt := time.Date(2005, 6, 7, 8, 9, 10, 0, time.UTC)
+		wantErrno(t, "utimes", os.Chtimes(d+"/f", at, mt), 0)
+		wantContent(t, d+"/f", "x")
+		wantTimes(t, d+"/f", at, mt)
+		// touch -a: only atime.
+		at2 := time.Date(2006, 1, 1, 0, 0, 0, 0, time.UTC)
+		ts := []unix.Timespec{unix.NsecToTimespec(at2.UnixNano()), {Nsec: unix.UTIME_OMIT}}
+		wantErrno(t, "utimensat atime only", unix.UtimesNanoAt(unix.AT_FDCWD, d+"/f", ts, 0), 0)
+		time.Sleep(300 * time.Millisecond) // past the attribute timeout: read what is stored
+		wantTimes(t, d+"/f", at2, mt)
+		// A directory too.
+		os.Mkdir(d+"/sub", 0o755)
+		wantErrno(t, "utimes dir", os.Chtimes(d+"/sub", at, mt), 0)
+		time.Sleep(300 * time.Millisecond)
+		wantTimes(t, d+"/sub", at, mt)
+	}},
+	{"directory nlink counted or 1, never wrong", func(t *testing.T, m *mount, d string) {
+		for _, n := range []string{"a", "b", "c"} {
+			os.Mkdir(d+"/"+n, 0o755)
+		}
+		writeFile(t, d+"/f", "x")
+		names(t, d)
+		// Exact counts in TestDirNlink (a longer attribute timeout); here
+		// the count may have expired already on a slow machine.
+		if n := nlinkOf(t, d); n != 5 && n != 1 {
+			t.Fatalf("nlink %d, want 5 (or 1: not counted)", n)
+		}
+		if n := nlinkOf(t, d+"/f"); n != 1 {
+			t.Fatalf("file nlink %d", n)
+		}
+	}},
+	{"inode numbers stable and unique", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", "x")
+		os.Mkdir(d+"/sub", 0o755)
+		os.Symlink("f", d+"/ln")
+		unix.Mkfifo(d+"/p", 0o600)
+		seen := map[uint64]string{}
+		for _, n := range []string{"f", "sub", "ln", "p"} {
+			ino := inoOf(t, d+"/"+n)
+			if ino == 0 || ino >= 1<<63 {
+				t.Fatalf("%s: inode number %d", n, ino)
+			}
+			if o, dup := seen[ino]; dup {
+				t.Fatalf("%s and %s share inode number %d", n, o, ino)
+			}
+			seen[ino] = n
+		}
+		if ino := inoOf(t, m.dir); ino != 1 {
+			t.Fatalf("root inode %d, want 1", ino)
+		}
+		// readdir's d_ino is stat's st_ino (ls -i uses it).
+		wantDirInos(t, d)
+		f0, s0 := inoOf(t, d+"/f"), inoOf(t, d+"/sub")
+		wantErrno(t, "rename", os.Rename(d+"/f", d+"/g"), 0)
+		wantErrno(t, "rename dir", os.Rename(d+"/sub", d+"/sub2"), 0)
+		time.Sleep(300 * time.Millisecond) // the kernel forgets: numbers come from the store
+		if got := inoOf(t, d+"/g"); got != f0 {
+			t.Fatalf("after rename: inode %d, want %d", got, f0)
+		}
+		if got := inoOf(t, d+"/sub2"); got != s0 {
+			t.Fatalf("dir after rename: inode %d, want %d", got, s0)
+		}
+		// A copy made by another tool keeps the metadata and so the number:
+		// the mount gives the second one another number.
+		rel, _ := filepath.Rel(m.dir, d)
+		m.st.copyRaw(t, rel+"/g", rel+"/copy")
+		a, b := inoOf(t, d+"/g"), inoOf(t, d+"/copy")
+		if a == b || b == 0 || b >= 1<<63 {
+			t.Fatalf("copy with the same stored number: inodes %d and %d", a, b)
+		}
 	}},
 	{"name too long ENAMETOOLONG", func(t *testing.T, m *mount, d string) {
 		max := 255 // S3: the Linux limit
@@ -495,5 +746,278 @@ func TestReadOnly(t *testing.T) {
 		wantErrno(t, "rename", os.Rename(ro.path("f"), ro.path("h")), syscall.EROFS)
 		wantErrno(t, "chmod", os.Chmod(ro.path("f"), 0o600), syscall.EROFS)
 		wantErrno(t, "symlink", os.Symlink("f", ro.path("l")), syscall.EROFS)
+	})
+}
+
+func wantXattr(t *testing.T, p, name, want string) {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(p, name, buf)
+	if err != nil {
+		t.Fatalf("getxattr %s %s: %v", p, name, err)
+	}
+	if got := fmt.Sprintf("%q", buf[:n]); got != fmt.Sprintf("%q", want) {
+		t.Fatalf("getxattr %s %s: %s, want %q", p, name, got, want)
+	}
+}
+
+// listXattrs returns the names listxattr gives, space-separated, sorted.
+func listXattrs(t *testing.T, p string) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Listxattr(p, buf)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", p, err)
+	}
+	var out []string
+	for _, s := range strings.Split(string(buf[:n]), "\x00") {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+func wantTimes(t *testing.T, p string, atime, mtime time.Time) {
+	t.Helper()
+	var s unix.Stat_t
+	if err := unix.Lstat(p, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Atim.Nano() != atime.UnixNano() || s.Mtim.Nano() != mtime.UnixNano() {
+		t.Fatalf("%s: atime %v mtime %v, want %v %v", p, time.Unix(0, s.Atim.Nano()).UTC(), time.Unix(0, s.Mtim.Nano()).UTC(), atime, mtime)
+	}
+}
+
+func wantNlink(t *testing.T, p string, want uint64) {
+	t.Helper()
+	if n := nlinkOf(t, p); n != want {
+		t.Fatalf("%s: nlink %d, want %d", p, n, want)
+	}
+}
+
+func nlinkOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	var s unix.Stat_t
+	if err := unix.Stat(p, &s); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(s.Nlink)
+}
+
+func inoOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	var s unix.Stat_t
+	if err := unix.Lstat(p, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Ino
+}
+
+// wantDirInos checks that readdir's d_ino of every entry of dir equals
+// lstat's st_ino.
+func wantDirInos(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		for b := buf[:n]; len(b) > 0; {
+			de := (*unix.Dirent)(unsafe.Pointer(&b[0]))
+			var nb []byte
+			for _, c := range de.Name {
+				if c == 0 {
+					break
+				}
+				nb = append(nb, byte(c))
+			}
+			name := string(nb)
+			if name != "." && name != ".." {
+				if st := inoOf(t, filepath.Join(dir, name)); st != de.Ino {
+					t.Fatalf("%s: d_ino %d, st_ino %d", name, de.Ino, st)
+				}
+			}
+			b = b[de.Reclen:]
+		}
+	}
+}
+
+// TestDirNlink: a directory's st_nlink is 2 plus its subdirectories once a
+// listing counted them, follows this mount's mkdir, rmdir and renames, and
+// is 1 ("not counted") when no listing is recent, e.g. on a fresh mount.
+func TestDirNlink(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t, "--attr-timeout", "30s")
+		d := m.path("d")
+		os.Mkdir(d, 0o755)
+		for _, n := range []string{"a", "b", "c"} {
+			os.Mkdir(d+"/"+n, 0o755)
+		}
+		writeFile(t, d+"/f", "x")
+		rel := "d/implicit/x"
+		st.putRaw(t, rel, nil) // a directory without a marker counts too
+		names(t, d)
+		wantNlink(t, d, 6)
+		wantNlink(t, d+"/a", 2) // made here: known empty
+		wantErrno(t, "mkdir", os.Mkdir(d+"/e", 0o755), 0)
+		wantNlink(t, d, 7)
+		wantErrno(t, "rmdir", syscall.Rmdir(d+"/e"), 0)
+		wantNlink(t, d, 6)
+		wantErrno(t, "rename dir away", os.Rename(d+"/c", d+"/a/c"), 0)
+		wantNlink(t, d, 5)
+		wantNlink(t, d+"/a", 3)
+		wantErrno(t, "rename dir over empty dir", unix.Rename(d+"/a/c", d+"/b"), 0)
+		wantNlink(t, d+"/a", 2)
+		wantNlink(t, d, 5)
+		m = m.remount("--attr-timeout", "30s")
+		wantNlink(t, d, 1) // not listed yet
+		wantNlink(t, m.dir, 1)
+		names(t, d)
+		wantNlink(t, d, 5)
+		names(t, m.dir)
+		wantNlink(t, m.dir, 3)
+	})
+}
+
+// nodeState is what a remount must keep of a node.
+type nodeState struct {
+	ino                uint64
+	mode, uid, gid     uint32
+	rdev               uint64
+	atime, mtime, size int64
+	xattrs             string
+}
+
+func stateOf(t *testing.T, p string) nodeState {
+	t.Helper()
+	var s unix.Stat_t
+	if err := unix.Lstat(p, &s); err != nil {
+		t.Fatal(err)
+	}
+	ns := nodeState{ino: s.Ino, mode: s.Mode, uid: s.Uid, gid: s.Gid, rdev: s.Rdev, atime: s.Atim.Nano(), mtime: s.Mtim.Nano()}
+	if s.Mode&unix.S_IFMT == unix.S_IFREG {
+		ns.size = s.Size
+	}
+	if m := s.Mode & unix.S_IFMT; m == unix.S_IFREG || m == unix.S_IFDIR {
+		for _, n := range strings.Fields(listXattrs(t, p)) {
+			buf := make([]byte, 4096)
+			k, err := unix.Getxattr(p, n, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns.xattrs += fmt.Sprintf("%s=%q ", n, buf[:k])
+		}
+	}
+	return ns
+}
+
+// TestPOSIXAcrossRemount: inode numbers, special files (type, mode, owner,
+// device number), explicit atimes and extended attributes are stored, so a
+// fresh mount (fresh kernel state, attributes from the store and its
+// indexes) shows exactly what the first one did; inode numbers follow a
+// rename and are below 2^63; xattr names and values are not in the bucket
+// in plaintext.
+func TestPOSIXAcrossRemount(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		m := st.mount(t, "--allow-other")
+		os.MkdirAll(m.path("d/sub"), 0o750)
+		writeFile(t, m.path("d/f"), "content")
+		writeFile(t, m.path("d/moved"), "to be renamed")
+		os.Symlink("f", m.path("d/ln"))
+		wantErrno(t, "mkfifo", unix.Mkfifo(m.path("d/fifo"), 0o600), 0)
+		wantErrno(t, "mknod chr", unix.Mknod(m.path("d/chr"), unix.S_IFCHR|0o600, int(unix.Mkdev(136, 7))), 0)
+		wantErrno(t, "mknod blk", unix.Mknod(m.path("d/blk"), unix.S_IFBLK|0o640, int(unix.Mkdev(8, 17))), 0)
+		l, err := net.Listen("unix", m.path("d/sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+		os.Lchown(m.path("d/chr"), 11, 22)
+		st.putRaw(t, "d/legacy", []byte("written by another tool")) // no metadata, no number
+		st.putRaw(t, "d/implicit/x", nil)                           // a directory without a marker
+		wantErrno(t, "setxattr", unix.Setxattr(m.path("d/f"), "user.secret-name", []byte("secret-xattr-value"), 0), 0)
+		wantErrno(t, "setxattr dir", unix.Setxattr(m.path("d/sub"), "user.dir", []byte("on a directory"), 0), 0)
+		at := time.Date(2001, 2, 3, 4, 5, 6, 7, time.UTC)
+		mt := time.Date(2002, 3, 4, 5, 6, 7, 8, time.UTC)
+		os.Chtimes(m.path("d/f"), at, mt)
+		os.Chtimes(m.path("d/sub"), at, mt)
+		os.Chtimes(m.path("d/fifo"), at, mt)
+		time.Sleep(300 * time.Millisecond)
+
+		all := []string{"d", "d/sub", "d/f", "d/moved", "d/ln", "d/fifo", "d/chr", "d/blk", "d/sock", "d/legacy", "d/implicit"}
+		before := map[string]nodeState{}
+		for _, n := range all {
+			before[n] = stateOf(t, m.path(n))
+			if ino := before[n].ino; ino < 2 || ino >= 1<<63 {
+				t.Fatalf("%s: inode number %d", n, ino)
+			}
+		}
+		wantErrno(t, "rename", os.Rename(m.path("d/moved"), m.path("d/renamed")), 0)
+		before["d/renamed"] = before["d/moved"]
+		delete(before, "d/moved")
+
+		// What the bucket holds: no xattr name or value in plaintext.
+		for k, v := range st.rawMeta(t, "d/f") {
+			if strings.Contains(k+v, "secret") {
+				t.Fatalf("metadata %s=%s reveals the xattr", k, v)
+			}
+			if raw, err := base64.RawStdEncoding.DecodeString(v); err == nil && bytes.Contains(raw, []byte("secret")) {
+				t.Fatalf("metadata %s decodes to the xattr in plaintext", k)
+			}
+		}
+
+		// Attributes from HEADs (lookups of each name), then from a listing
+		// and the directory's attribute index.
+		for _, pass := range []string{"lookup", "listing"} {
+			m = m.remount("--allow-other")
+			if pass == "listing" {
+				names(t, m.path("d"))
+			}
+			for n, want := range before {
+				got := stateOf(t, m.path(n))
+				if n == "d/implicit" {
+					got.atime, got.mtime = want.atime, want.mtime // no marker: the mount's time
+				}
+				if got != want {
+					t.Fatalf("%s: %s\n got %+v\nwant %+v", pass, n, got, want)
+				}
+			}
+		}
+		wantXattr(t, m.path("d/f"), "user.secret-name", "secret-xattr-value")
+		var s unix.Stat_t
+		unix.Lstat(m.path("d/chr"), &s)
+		if unix.Major(s.Rdev) != 136 || unix.Minor(s.Rdev) != 7 || s.Uid != 11 || s.Gid != 22 {
+			t.Fatalf("chr after remount: %d:%d owner %d:%d", unix.Major(s.Rdev), unix.Minor(s.Rdev), s.Uid, s.Gid)
+		}
+		// The FIFO still works after the remount.
+		go func() {
+			if w, err := os.OpenFile(m.path("d/fifo"), os.O_WRONLY, 0); err == nil {
+				w.WriteString("again")
+				w.Close()
+			}
+		}()
+		r, err := os.Open(m.path("d/fifo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		r.Close()
+		if string(got) != "again" {
+			t.Fatalf("fifo after remount: %q", got)
+		}
 	})
 }

@@ -637,9 +637,23 @@ var posixCases = []struct {
 		if got := inoOf(t, d+"/sub2"); got != s0 {
 			t.Fatalf("dir after rename: inode %d, want %d", got, s0)
 		}
+		// An object written by another tool has no stored number: it shows
+		// a hash of its key, and a rename here stores that number.
+		rel, _ := filepath.Rel(m.dir, d)
+		m.st.putRaw(t, rel+"/legacy", []byte("other tool"))
+		m.st.putRaw(t, rel+"/ldir/inner", []byte("other tool"))
+		l0, i0 := inoOf(t, d+"/legacy"), inoOf(t, d+"/ldir/inner")
+		wantErrno(t, "rename legacy", os.Rename(d+"/legacy", d+"/legacy2"), 0)
+		wantErrno(t, "rename legacy dir", os.Rename(d+"/ldir", d+"/ldir2"), 0)
+		time.Sleep(300 * time.Millisecond)
+		if l, i := inoOf(t, d+"/legacy2"), inoOf(t, d+"/ldir2/inner"); l != l0 || i != i0 {
+			t.Fatalf("objects without a stored number, renamed: inodes %d %d, want %d %d", l, i, l0, i0)
+		}
+		if _, ok := m.st.rawMeta(t, rel+"/legacy2")["ino"]; !ok {
+			t.Fatal("renamed object without a number still has none")
+		}
 		// A copy made by another tool keeps the metadata and so the number:
 		// the mount gives the second one another number.
-		rel, _ := filepath.Rel(m.dir, d)
 		m.st.copyRaw(t, rel+"/g", rel+"/copy")
 		a, b := inoOf(t, d+"/g"), inoOf(t, d+"/copy")
 		if a == b || b == 0 || b >= 1<<63 {

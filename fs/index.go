@@ -122,10 +122,10 @@ func entryFromStored(info backend.ObjectInfo, meta map[string]string, lm time.Ti
 	e := idxEntry{ETag: info.ETag, Size: info.Size, Kind: kind, Mode: uint32(mode) & 0o7777, UID: uint32(uid), GID: uint32(gid), Mtime: mt, Xattr: meta[metaXattr]}
 	// Optional values are recorded only when well-formed, so that the entry
 	// yields what a HEAD would: a malformed one reads as absent both ways.
-	if v, err := strconv.ParseInt(meta[metaAtime], 10, 64); err == nil {
+	if v, err := strconv.ParseInt(meta[metaAtime], 10, 64); err == nil && v != 0 {
 		e.Atime = v
 	} else if meta[metaAtime] != "" {
-		return idxEntry{}, false
+		return idxEntry{}, false // malformed, or 0, which the entry cannot tell from none
 	}
 	if v := meta[metaIno]; v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)

@@ -495,6 +495,33 @@ var posixCases = []struct {
 			t.Fatalf("size: %v %v", fi, err)
 		}
 	}},
+	{"flock within one mount", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", "x")
+		a, err := os.Open(d + "/f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		b, err := os.Open(d + "/f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		wantErrno(t, "flock", unix.Flock(int(a.Fd()), unix.LOCK_EX|unix.LOCK_NB), 0)
+		wantErrno(t, "flock held", unix.Flock(int(b.Fd()), unix.LOCK_EX|unix.LOCK_NB), syscall.EWOULDBLOCK)
+		wantErrno(t, "unlock", unix.Flock(int(a.Fd()), unix.LOCK_UN), 0)
+		wantErrno(t, "flock free", unix.Flock(int(b.Fd()), unix.LOCK_EX|unix.LOCK_NB), 0)
+	}},
+	{"sequentially written file keeps the stored mtime", func(t *testing.T, m *mount, d string) {
+		writeFile(t, d+"/f", strings.Repeat("s", 200000))
+		var s1, s2 unix.Stat_t
+		wantErrno(t, "stat", unix.Stat(d+"/f", &s1), 0)
+		time.Sleep(300 * time.Millisecond) // past the attribute timeout: what is stored
+		wantErrno(t, "stat again", unix.Stat(d+"/f", &s2), 0)
+		if s1.Mtim != s2.Mtim {
+			t.Fatalf("mtime %v, then %v from the store", s1.Mtim, s2.Mtim)
+		}
+	}},
 	{"fallocate EOPNOTSUPP", func(t *testing.T, m *mount, d string) {
 		writeFile(t, d+"/f", "x")
 		f, err := os.OpenFile(d+"/f", os.O_RDWR, 0)
@@ -585,6 +612,12 @@ var posixCases = []struct {
 		wantErrno(t, "utimensat atime only", unix.UtimesNanoAt(unix.AT_FDCWD, d+"/f", ts, 0), 0)
 		time.Sleep(300 * time.Millisecond) // past the attribute timeout: read what is stored
 		wantTimes(t, d+"/f", at2, mt)
+		// ctime is not stored: it reads as mtime.
+		var st unix.Stat_t
+		unix.Stat(d+"/f", &st)
+		if st.Ctim != st.Mtim {
+			t.Fatalf("ctime %v, mtime %v", st.Ctim, st.Mtim)
+		}
 		// A directory too.
 		os.Mkdir(d+"/sub", 0o755)
 		wantErrno(t, "utimes dir", os.Chtimes(d+"/sub", at, mt), 0)
@@ -723,11 +756,13 @@ var posixCases = []struct {
 	}},
 }
 
-// TestPOSIX runs the system-call table on both stores.
+// TestPOSIX runs the system-call table on both stores, mounted as a POSIX
+// conformance suite runs it: by root with --allow-other (the kernel's
+// default_permissions checks on).
 func TestPOSIX(t *testing.T) {
 	eachStore(t, func(t *testing.T, st *store) {
 		st.init(t)
-		m := st.mount(t)
+		m := st.mount(t, "--allow-other")
 		for i, c := range posixCases {
 			t.Run(c.name, func(t *testing.T) {
 				d := m.path(strings.Repeat("c", 1) + string(rune('a'+i%26)) + string(rune('a'+i/26)))
@@ -1034,4 +1069,115 @@ func TestPOSIXAcrossRemount(t *testing.T) {
 			t.Fatalf("fifo after remount: %q", got)
 		}
 	})
+}
+
+// semanticsRows maps each row of the system-call table in
+// docs/SEMANTICS.md (its first cell) to the tests through a real mount that
+// check what the row says: "TestX" is a test function of this package,
+// "TestPOSIX/<case>" a case of posixCases. TestSemanticsTable keeps both
+// sides in step.
+var semanticsRows = map[string][]string{
+	"`open`, `creat`":                        {"TestPOSIX/create write read", "TestPOSIX/O_EXCL on existing EEXIST", "TestPOSIX/open missing ENOENT", "TestPOSIX/rmdir file ENOTDIR, unlink dir EISDIR", "TestTwoMounts"},
+	"create (new file)":                      {"TestPOSIX/fsync of a directory stores new files", "TestTwoMounts"},
+	"`read`, `pread`":                        {"TestPOSIX/random writes", "TestTwoMounts", "TestCorruptObject"},
+	"`write`, `pwrite`":                      {"TestPOSIX/random writes", "TestFioVerify"},
+	"`O_APPEND`":                             {"TestPOSIX/O_APPEND"},
+	"`truncate`, `ftruncate`":                {"TestPOSIX/truncate grow and shrink, ftruncate"},
+	"`close` (FLUSH)":                        {"TestPersistence", "TestPOSIX/create write read"},
+	"`fsync`, `fdatasync`":                   {"TestPOSIX/fsync makes data durable while open"},
+	"`fsync` of a directory":                 {"TestPOSIX/fsync of a directory stores new files"},
+	"`unlink`":                               {"TestPOSIX/unlink open file", "TestPOSIX/rmdir file ENOTDIR, unlink dir EISDIR"},
+	"`mkdir`":                                {"TestPOSIX/mkdir existing EEXIST", "TestPOSIX/rmdir file ENOTDIR, unlink dir EISDIR"},
+	"`rmdir`":                                {"TestPOSIX/rmdir non-empty ENOTEMPTY, empty ok", "TestPOSIX/rmdir file ENOTDIR, unlink dir EISDIR"},
+	"`rename` of a file or symlink":          {"TestPOSIX/rename over file replaces it", "TestPOSIX/rename file over dir EISDIR, dir over file ENOTDIR"},
+	"`rename` of a directory":                {"TestPOSIX/rename directory with children", "TestPOSIX/rename dir over empty dir ok, over non-empty ENOTEMPTY"},
+	"`renameat2(RENAME_NOREPLACE)`":          {"TestPOSIX/RENAME_NOREPLACE EEXIST"},
+	"`renameat2(RENAME_EXCHANGE)`":           {"TestPOSIX/RENAME_EXCHANGE refused"},
+	"`symlink`, `readlink`":                  {"TestPOSIX/symlink readlink lstat"},
+	"`link` (hard link)":                     {"TestPOSIX/hard link EPERM"},
+	"`mknod`, `mkfifo`":                      {"TestPOSIX/mknod regular file", "TestPOSIX/mkfifo passes data", "TestPOSIX/mknod devices", "TestPOSIX/special files chmod chown utimes rename unlink", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
+	"`bind` of a unix socket":                {"TestPOSIX/unix socket bind connect", "TestPOSIXAcrossRemount"},
+	"`chmod`, `chown`, `utimes`/`utimensat`": {"TestPOSIX/chmod chown utimes", "TestPOSIX/special files chmod chown utimes rename unlink", "TestPersistence"},
+	"atime":                                  {"TestPOSIX/atime set explicitly, never by reads", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
+	"ctime":                                  {"TestPOSIX/atime set explicitly, never by reads"},
+	"mtime of a file written in one sequential pass": {"TestPOSIX/sequentially written file keeps the stored mtime"},
+	"`stat`, `lstat`": {"TestPOSIX/readdir types and sizes", "TestPOSIX/inode numbers stable and unique", "TestPOSIX/directory nlink counted or 1, never wrong", "TestDirNlink", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
+	"`readdir`":       {"TestPOSIX/readdir types and sizes", "TestPOSIX/directories written by other tools", "TestPOSIX/inode numbers stable and unique", "TestPOSIX/mkfifo passes data"},
+	"`statfs`":        {"TestPOSIX/statfs"},
+	"`getxattr`, `setxattr`, `listxattr`, `removexattr`": {"TestPOSIX/xattrs set get list remove", "TestPOSIX/xattr flags, limits and namespaces", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
+	"`flock`, `fcntl` locks":                             {"TestPOSIX/flock within one mount"},
+	"`mmap`":                                             {"TestPOSIX/mmap shared write"},
+	"`O_DIRECT`":                                         {"TestPOSIX/O_DIRECT"},
+	"`fallocate`, `copy_file_range`, `O_TMPFILE`":        {"TestPOSIX/fallocate EOPNOTSUPP"},
+}
+
+// TestSemanticsTable: every row of SEMANTICS.md's system-call table names
+// tests that exist, every row that claims support has at least one, and no
+// entry of semanticsRows names a row the table no longer has.
+func TestSemanticsTable(t *testing.T) {
+	doc, err := os.ReadFile("../docs/SEMANTICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src bytes.Buffer
+	files, _ := filepath.Glob("*_test.go")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Write(b)
+	}
+	cases := map[string]bool{}
+	for _, c := range posixCases {
+		cases[c.name] = true
+	}
+	sec := string(doc)
+	i := strings.Index(sec, "\n## System calls")
+	if i < 0 {
+		t.Fatal("SEMANTICS.md has no System calls section")
+	}
+	sec = sec[i+1:]
+	if j := strings.Index(sec[1:], "\n## "); j >= 0 {
+		sec = sec[:j+1]
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(sec, "\n") {
+		cells := strings.Split(line, " | ")
+		if !strings.HasPrefix(line, "| ") || len(cells) < 2 || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		row := strings.TrimPrefix(cells[0], "| ")
+		if row == "Call" {
+			continue
+		}
+		rows[row] = true
+		tests, ok := semanticsRows[row]
+		if !ok {
+			t.Errorf("SEMANTICS.md row %q has no entry in semanticsRows", row)
+			continue
+		}
+		behaviour := strings.ToLower(strings.Join(cells[1:], " | "))
+		claims := strings.Contains(behaviour, "supported") && !strings.HasPrefix(strings.TrimSpace(behaviour), "not supported")
+		if claims && len(tests) == 0 {
+			t.Errorf("SEMANTICS.md row %q says supported but names no test", row)
+		}
+		for _, name := range tests {
+			if c, ok := strings.CutPrefix(name, "TestPOSIX/"); ok {
+				if !cases[c] {
+					t.Errorf("row %q: no case %q in posixCases", row, c)
+				}
+			} else if !bytes.Contains(src.Bytes(), []byte("func "+name+"(t *testing.T)")) {
+				t.Errorf("row %q: no test function %s", row, name)
+			}
+		}
+	}
+	if len(rows) < 20 {
+		t.Fatalf("parsed only %d rows of the system-call table", len(rows))
+	}
+	for row := range semanticsRows {
+		if !rows[row] {
+			t.Errorf("semanticsRows names %q, which SEMANTICS.md's table does not have", row)
+		}
+	}
 }

@@ -50,6 +50,12 @@ type Options struct {
 	NoIndex bool
 	// ReadOnly refuses every change with EROFS.
 	ReadOnly bool
+	// NoXattrs turns extended attributes off in the kernel (EOPNOTSUPP for
+	// every xattr call, as before they were supported). With them on, the
+	// kernel asks for security.capability before every write(2): one more
+	// round trip through FUSE per write, answered from memory, which costs
+	// daemon CPU on workloads of small writes.
+	NoXattrs bool
 	// UID and GID own objects that carry no ownership metadata (written by
 	// other tools) and directories without a marker.
 	UID, GID uint32
@@ -80,6 +86,7 @@ type FS struct {
 	store     backend.Store
 	engine    *content.Engine
 	ro        bool
+	noXattrs  bool
 	uid, gid  uint32
 	ttl       time.Duration
 	statPar   int
@@ -110,6 +117,7 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		store:     opts.Store,
 		engine:    opts.Engine,
 		ro:        opts.ReadOnly,
+		noXattrs:  opts.NoXattrs,
 		uid:       opts.UID,
 		gid:       opts.GID,
 		ttl:       opts.AttrTimeout,
@@ -169,6 +177,9 @@ func (f *FS) MountOptions() *gofs.Options {
 	// and for 1 MiB READs it also logged a failure each time, the reply
 	// being larger than a pipe may grow.
 	o.DisableSplice = true
+	// go-fuse then answers every xattr request with ENOSYS, after which the
+	// kernel sends none (see Options.NoXattrs).
+	o.DisableXAttrs = f.noXattrs
 	return o
 }
 

@@ -1104,7 +1104,7 @@ var semanticsRows = map[string][]string{
 	"`stat`, `lstat`": {"TestPOSIX/readdir types and sizes", "TestPOSIX/inode numbers stable and unique", "TestPOSIX/directory nlink counted or 1, never wrong", "TestDirNlink", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
 	"`readdir`":       {"TestPOSIX/readdir types and sizes", "TestPOSIX/directories written by other tools", "TestPOSIX/inode numbers stable and unique", "TestPOSIX/mkfifo passes data"},
 	"`statfs`":        {"TestPOSIX/statfs"},
-	"`getxattr`, `setxattr`, `listxattr`, `removexattr`": {"TestPOSIX/xattrs set get list remove", "TestPOSIX/xattr flags, limits and namespaces", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
+	"`getxattr`, `setxattr`, `listxattr`, `removexattr`": {"TestPOSIX/xattrs set get list remove", "TestPOSIX/xattr flags, limits and namespaces", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic", "TestNoXattrs"},
 	"`flock`, `fcntl` locks":                             {"TestPOSIX/flock within one mount"},
 	"`mmap`":                                             {"TestPOSIX/mmap shared write"},
 	"`O_DIRECT`":                                         {"TestPOSIX/O_DIRECT"},
@@ -1179,5 +1179,39 @@ func TestSemanticsTable(t *testing.T) {
 		if !rows[row] {
 			t.Errorf("semanticsRows names %q, which SEMANTICS.md's table does not have", row)
 		}
+	}
+}
+
+// TestNoXattrs: --no-xattrs turns extended attributes off (EOPNOTSUPP) and
+// with them the GETXATTR of security.capability the kernel otherwise sends
+// before every write(2), the cost CONFIGURATION.md names for the flag.
+func TestNoXattrs(t *testing.T) {
+	st := newStore(t, "local")
+	st.init(t)
+	getxattrs := func(m *mount) int {
+		f, err := os.Create(m.path("f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			if _, err := f.Write([]byte("small write")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+		m.unmount()
+		return strings.Count(readLog(m.log), `GETXATTR`)
+	}
+	m := st.mount(t, "--fuse-debug")
+	if n := getxattrs(m); n < 20 {
+		t.Fatalf("with xattrs: %d GETXATTR requests for 20 writes, want one per write (the documented cost)", n)
+	}
+	m = st.mount(t, "--fuse-debug", "--no-xattrs")
+	writeFile(t, m.path("g"), "x")
+	wantErrno(t, "setxattr", unix.Setxattr(m.path("g"), "user.a", []byte("1"), 0), syscall.EOPNOTSUPP)
+	_, err := unix.Getxattr(m.path("g"), "user.a", make([]byte, 8))
+	wantErrno(t, "getxattr", err, syscall.EOPNOTSUPP)
+	if n := getxattrs(m); n > 1 {
+		t.Fatalf("with --no-xattrs: %d GETXATTR requests reached the mount", n)
 	}
 }

@@ -166,10 +166,15 @@ func (f *FS) MountOptions() *gofs.Options {
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,
-		UID:             f.uid,
-		GID:             f.gid,
 		// The root's inode number, as on most filesystems (ino.go).
 		RootStableAttr: &gofs.StableAttr{Ino: 1},
+		// Attributes are shown as stored. Without this go-fuse shows mode
+		// 0000 as 0644 (0755 for directories); open(O_CREAT, 0) must make
+		// a file nobody but root can open. go-fuse's UID/GID options are
+		// not set for the same reason: they would show a file owned by
+		// root as owned by the mounting user. Objects without an owner
+		// get --uid/--gid from attrFromObject instead.
+		NullPermissions: true,
 	}
 	// Reads answer with data in memory, never a file descriptor: with
 	// splicing on, go-fuse still tried a splice for every READ (a pipe,

@@ -495,6 +495,28 @@ var posixCases = []struct {
 			t.Fatalf("size: %v %v", fi, err)
 		}
 	}},
+	{"mode 0000 and owner root kept", func(t *testing.T, m *mount, d string) {
+		fd, err := unix.Open(d+"/f", unix.O_CREAT|unix.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s unix.Stat_t
+		unix.Fstat(fd, &s)
+		unix.Close(fd)
+		if s.Mode&0o7777 != 0 {
+			t.Fatalf("open(O_CREAT, 0): mode %o", s.Mode&0o7777)
+		}
+		wantErrno(t, "mkdir 0", unix.Mkdir(d+"/dir", 0), 0)
+		writeFile(t, d+"/g", "x")
+		wantErrno(t, "chmod 0", os.Chmod(d+"/g", 0), 0)
+		wantErrno(t, "chown root", os.Chown(d+"/g", 0, 0), 0)
+		time.Sleep(300 * time.Millisecond) // what is stored
+		for _, n := range []string{"f", "dir", "g"} {
+			if err := unix.Lstat(d+"/"+n, &s); err != nil || s.Mode&0o7777 != 0 || s.Uid != 0 || s.Gid != 0 {
+				t.Fatalf("%s: mode %o owner %d:%d %v", n, s.Mode&0o7777, s.Uid, s.Gid, err)
+			}
+		}
+	}},
 	{"flock within one mount", func(t *testing.T, m *mount, d string) {
 		writeFile(t, d+"/f", "x")
 		a, err := os.Open(d + "/f")
@@ -1097,7 +1119,7 @@ var semanticsRows = map[string][]string{
 	"`link` (hard link)":                     {"TestPOSIX/hard link EPERM"},
 	"`mknod`, `mkfifo`":                      {"TestPOSIX/mknod regular file", "TestPOSIX/mkfifo passes data", "TestPOSIX/mknod devices", "TestPOSIX/special files chmod chown utimes rename unlink", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
 	"`bind` of a unix socket":                {"TestPOSIX/unix socket bind connect", "TestPOSIXAcrossRemount"},
-	"`chmod`, `chown`, `utimes`/`utimensat`": {"TestPOSIX/chmod chown utimes", "TestPOSIX/special files chmod chown utimes rename unlink", "TestPersistence"},
+	"`chmod`, `chown`, `utimes`/`utimensat`": {"TestPOSIX/chmod chown utimes", "TestPOSIX/mode 0000 and owner root kept", "TestPOSIX/special files chmod chown utimes rename unlink", "TestPersistence"},
 	"atime":                                  {"TestPOSIX/atime set explicitly, never by reads", "TestPOSIXAcrossRemount", "TestRoundTripRsyncTarRestic"},
 	"ctime":                                  {"TestPOSIX/atime set explicitly, never by reads"},
 	"mtime of a file written in one sequential pass": {"TestPOSIX/sequentially written file keeps the stored mtime"},

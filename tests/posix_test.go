@@ -473,6 +473,9 @@ var posixCases = []struct {
 			t.Fatal(err)
 		}
 		wantErrno(t, "unlink", os.Remove(d+"/f"), 0)
+		if fi, err := f.Stat(); err != nil || fi.Sys().(*syscall.Stat_t).Nlink != 0 {
+			t.Fatalf("fstat of an unlinked open file: nlink %v, want 0 (%v)", fi.Sys().(*syscall.Stat_t).Nlink, err)
+		}
 		f.WriteAt([]byte("S"), 0)
 		buf := make([]byte, 10)
 		if n, _ := f.ReadAt(buf, 0); string(buf[:n]) != "Still here" {

@@ -346,7 +346,7 @@ func TestIndexPrivate(t *testing.T) {
 	st := mem.New()
 	populate(t, st, keys)
 	raw := readObject(t, st, fs.IndexRoot+"/d/_")
-	for _, name := range []string{"secret-name", linkName, "d/"} {
+	for _, name := range []string{"secret-name", linkName, `"dir":"d/"`} {
 		if bytes.Contains(raw, []byte(name)) {
 			t.Errorf("encrypted index object contains %q", name)
 		}

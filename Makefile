@@ -61,11 +61,11 @@ test: build minio-bin localkms-bin test-deps ## all tests (unit, MinIO over TLS,
 
 # Debian packages the tests run: fusermount3 (fuse3), fio, getfattr/setfattr
 # (attr), systemd-analyze (systemd: the documented units are verified),
-# mount(8), unshare (util-linux) and script (bsdutils). Installed with apt-get
-# when missing and running as root; otherwise the command to run is printed
-# and the target fails.
-TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd mount:mount unshare:util-linux script:bsdutils
-test-deps: ## install the Debian packages the tests need (fuse3, fio, attr, systemd, ...) if missing
+# mount(8), unshare (util-linux), script (bsdutils), rsync and restic (round
+# trips through the mount). Installed with apt-get when missing and running
+# as root; otherwise the command to run is printed and the target fails.
+TEST_PKGS := fusermount3:fuse3 fio:fio getfattr:attr systemd-analyze:systemd mount:mount unshare:util-linux script:bsdutils rsync:rsync restic:restic
+test-deps: ## install the Debian packages the tests need (fuse3, fio, attr, systemd, rsync, restic, ...) if missing
 	@need=(); for p in $(TEST_PKGS); do command -v "$${p%%:*}" >/dev/null || need+=("$${p#*:}"); done; \
 	  if [ $${#need[@]} -eq 0 ]; then exit 0; fi; \
 	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \

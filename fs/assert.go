@@ -37,6 +37,24 @@ var (
 	_ = (gofs.NodeGetattrer)((*Symlink)(nil))
 	_ = (gofs.NodeSetattrer)((*Symlink)(nil))
 
+	_ = (gofs.NodeGetattrer)((*Special)(nil))
+	_ = (gofs.NodeSetattrer)((*Special)(nil))
+
+	_ = (gofs.NodeOnForgetter)((*Dir)(nil))
+	_ = (gofs.NodeOnForgetter)((*File)(nil))
+	_ = (gofs.NodeOnForgetter)((*Symlink)(nil))
+	_ = (gofs.NodeOnForgetter)((*Special)(nil))
+
+	_ = (xattrNode)((*Dir)(nil))
+	_ = (xattrNode)((*File)(nil))
+	_ = (xattrNode)((*Symlink)(nil))
+	_ = (xattrNode)((*Special)(nil))
+	_ = (gofs.NodeGetxattrer)((*Dir)(nil))
+	_ = (gofs.NodeSetxattrer)((*File)(nil))
+	_ = (gofs.NodeListxattrer)((*Symlink)(nil))
+	_ = (gofs.NodeRemovexattrer)((*Special)(nil))
+
+	_ = (node)((*Special)(nil))
 	_ = (node)((*Dir)(nil))
 	_ = (node)((*File)(nil))
 	_ = (node)((*Symlink)(nil))

@@ -20,9 +20,17 @@ const (
 	metaUID   = "uid"
 	metaGID   = "gid"
 	metaMtime = "mtime" // unix nanoseconds
-	metaType  = "type"  // "symlink" for symlinks; absent for files and dirs
+	metaAtime = "atime" // unix nanoseconds; only once set explicitly (utimensat, touch -a)
+	metaIno   = "ino"   // decimal inode number below 2^63 (ino.go)
+	metaType  = "type"  // see the type* values; absent for files and dirs
+	metaDev   = "dev"   // decimal Linux dev_t of a character or block device
+	metaXattr = "xattr" // extended attributes, sealed (xattr.go)
 
 	typeSymlink = "symlink"
+	typeFifo    = "fifo"
+	typeSocket  = "socket"
+	typeChar    = "chardev"
+	typeBlock   = "blockdev"
 )
 
 // StreamKeepsMeta is what a mount passes as content.Options.StreamKeepsMeta:
@@ -38,6 +46,14 @@ const (
 	kindFile kind = iota + 1
 	kindDir
 	kindSymlink
+	// Special files: zero-length objects whose type, mode, owner and
+	// device number live in the metadata. The kernel implements what they
+	// do (a FIFO's pipe, a socket's endpoint, a device's driver); the
+	// filesystem only stores the node.
+	kindFifo
+	kindSocket
+	kindChar
+	kindBlock
 )
 
 // typeBits is the S_IFMT part of a node's mode.
@@ -47,9 +63,72 @@ func (k kind) typeBits() uint32 {
 		return syscall.S_IFDIR
 	case kindSymlink:
 		return syscall.S_IFLNK
+	case kindFifo:
+		return syscall.S_IFIFO
+	case kindSocket:
+		return syscall.S_IFSOCK
+	case kindChar:
+		return syscall.S_IFCHR
+	case kindBlock:
+		return syscall.S_IFBLK
 	default:
 		return syscall.S_IFREG
 	}
+}
+
+// special reports whether k is a FIFO, socket or device.
+func (k kind) special() bool { return k >= kindFifo && k <= kindBlock }
+
+// typeName is the metadata "type" value of k ("" for files and dirs).
+func (k kind) typeName() string {
+	switch k {
+	case kindSymlink:
+		return typeSymlink
+	case kindFifo:
+		return typeFifo
+	case kindSocket:
+		return typeSocket
+	case kindChar:
+		return typeChar
+	case kindBlock:
+		return typeBlock
+	}
+	return ""
+}
+
+// kindOfType is the kind a non-directory object with metadata type t has:
+// a file for "" and for any value this version does not know.
+func kindOfType(t string) kind {
+	switch t {
+	case typeSymlink:
+		return kindSymlink
+	case typeFifo:
+		return kindFifo
+	case typeSocket:
+		return kindSocket
+	case typeChar:
+		return kindChar
+	case typeBlock:
+		return kindBlock
+	}
+	return kindFile
+}
+
+// kindOfMode is the kind of the S_IFMT bits of a mknod mode (0 if none).
+func kindOfMode(mode uint32) kind {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, 0:
+		return kindFile
+	case syscall.S_IFIFO:
+		return kindFifo
+	case syscall.S_IFSOCK:
+		return kindSocket
+	case syscall.S_IFCHR:
+		return kindChar
+	case syscall.S_IFBLK:
+		return kindBlock
+	}
+	return 0
 }
 
 // attr is what the tree knows about one node.
@@ -59,6 +138,17 @@ type attr struct {
 	uid   uint32
 	gid   uint32
 	mtime time.Time
+	// atime is the access time set explicitly (utimensat); zero: never
+	// set, read as mtime. Reads never change it (noatime).
+	atime time.Time
+	// ino is the stored inode number, or for an object without one the
+	// hash of its key (ino.go). The node's StableAttr.Ino, what stat
+	// shows, differs only when two live nodes claimed the same number.
+	ino uint64
+	// dev is the device number of a character or block device.
+	dev uint32
+	// xattr is the stored, sealed extended attributes ("" if none).
+	xattr string
 	size  int64 // plaintext size (files, symlinks)
 	// info is the stored object (file, symlink, or directory marker). An
 	// empty Key means none: a directory without marker, or a file created
@@ -66,7 +156,10 @@ type attr struct {
 	info backend.ObjectInfo
 }
 
-// meta is the user metadata that stores a's mode, owner and mtime.
+// meta is the user metadata that stores a's mode, owner, times, inode
+// number, type and extended attributes. An object that had no inode
+// number gets its key-hash number stored by the next metadata write, so
+// from then on it keeps it across renames.
 func (a attr) meta() map[string]string {
 	m := map[string]string{
 		metaMode:  strconv.FormatUint(uint64(a.mode&0o7777), 8),
@@ -74,28 +167,46 @@ func (a attr) meta() map[string]string {
 		metaGID:   strconv.FormatUint(uint64(a.gid), 10),
 		metaMtime: strconv.FormatInt(a.mtime.UnixNano(), 10),
 	}
-	if a.kind == kindSymlink {
-		m[metaType] = typeSymlink
+	if t := a.kind.typeName(); t != "" {
+		m[metaType] = t
+	}
+	if a.ino != 0 {
+		m[metaIno] = strconv.FormatUint(a.ino, 10)
+	}
+	if !a.atime.IsZero() {
+		m[metaAtime] = strconv.FormatInt(a.atime.UnixNano(), 10)
+	}
+	if a.kind == kindChar || a.kind == kindBlock {
+		m[metaDev] = strconv.FormatUint(uint64(a.dev), 10)
+	}
+	if a.xattr != "" {
+		m[metaXattr] = a.xattr
 	}
 	return m
 }
 
-// fill writes a into a FUSE attribute.
+// fill writes a into a FUSE attribute. Directories get nlink 1 ("not
+// counted", as btrfs reports); Dir.nlink replaces it when the
+// subdirectories are known. go-fuse sets Ino from the node.
 func (a attr) fill(out *fuse.Attr) {
 	out.Mode = a.kind.typeBits() | (a.mode & 0o7777)
 	out.Uid = a.uid
 	out.Gid = a.gid
 	out.Size = uint64(a.size)
+	out.Nlink = 1
 	if a.kind == kindDir {
 		out.Size = 4096
-		out.Nlink = 2
-	} else {
-		out.Nlink = 1
+	}
+	if a.kind == kindChar || a.kind == kindBlock {
+		out.Rdev = a.dev
 	}
 	out.Blksize = 4096
 	out.Blocks = (out.Size + 511) / 512
-	t := a.mtime
-	out.SetTimes(&t, &t, &t)
+	t, at := a.mtime, a.mtime
+	if !a.atime.IsZero() {
+		at = a.atime
+	}
+	out.SetTimes(&at, &t, &t)
 }
 
 // attrFromObject derives attributes from a stored object; isDir says the
@@ -106,8 +217,7 @@ func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 	if isDir {
 		a.kind = kindDir
 		a.mode = 0o755
-	} else if info.Metadata[metaType] == typeSymlink {
-		a.kind = kindSymlink
+	} else if a.kind = kindOfType(info.Metadata[metaType]); a.kind == kindSymlink {
 		a.mode = 0o777
 	}
 	if v, err := strconv.ParseUint(info.Metadata[metaMode], 8, 32); err == nil {
@@ -122,10 +232,22 @@ func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 	if v, err := strconv.ParseInt(info.Metadata[metaMtime], 10, 64); err == nil {
 		a.mtime = time.Unix(0, v)
 	}
+	if v, err := strconv.ParseInt(info.Metadata[metaAtime], 10, 64); err == nil {
+		a.atime = time.Unix(0, v)
+	}
 	if a.mtime.IsZero() {
 		a.mtime = f.mountTime
 	}
-	if !isDir {
+	a.ino = storedIno(info.Metadata[metaIno], info.Key)
+	if a.kind == kindChar || a.kind == kindBlock {
+		if v, err := strconv.ParseUint(info.Metadata[metaDev], 10, 32); err == nil {
+			a.dev = uint32(v)
+		}
+	}
+	a.xattr = info.Metadata[metaXattr]
+	// A listed object (no metadata yet) of size 0 may be a special file:
+	// its size is not a layout error until a HEAD says it is a file.
+	if !isDir && !a.kind.special() && (info.Metadata != nil || info.Size != 0) {
 		a.size = f.plainSize(info)
 	}
 	return a
@@ -147,9 +269,11 @@ func (f *FS) plainSize(info backend.ObjectInfo) int64 {
 	return n
 }
 
-// implicitDir is the attribute of a directory that has no marker object.
-func (f *FS) implicitDir() attr {
-	return attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
+// implicitDir is the attribute of the directory with key prefix pfx
+// ("a/b/") that has no marker object. Its inode number is the hash of pfx,
+// the same a marker without a stored number would get.
+func (f *FS) implicitDir(pfx string) attr {
+	return attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime, ino: keyIno(pfx)}
 }
 
 // lookupKey finds what the name key (no trailing slash) is in the store: a
@@ -201,7 +325,7 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	if !found {
 		return attr{}, backend.ErrNotFound
 	}
-	a := f.implicitDir()
+	a := f.implicitDir(key + "/")
 	f.cache.put(key+"/", a, f.ttl)
 	return a, nil
 }

@@ -21,6 +21,53 @@ type Dir struct {
 	gofs.Inode
 	attrs
 	fsys *FS
+
+	// subdirs counts the subdirectories seen by the last listing (kept up
+	// to date by this mount's mkdir, rmdir and renames), valid until
+	// listedAt plus the TTL, for st_nlink. Guarded by attrs.mu.
+	subdirs  int
+	listedAt time.Time
+}
+
+// nlink is the directory's st_nlink: 2 plus its subdirectories when a
+// listing within the TTL counted them, else 1, which tools read as "not
+// counted" (btrfs and several network filesystems report 1 too) rather than
+// a wrong count: find's leaf optimisation trusts nlink-2 subdirectories.
+func (d *Dir) nlink() uint32 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listedAt.IsZero() || time.Since(d.listedAt) >= d.fsys.ttl {
+		return 1
+	}
+	return uint32(2 + d.subdirs)
+}
+
+// setSubdirs records the subdirectory count of a listing that started at
+// t.
+func (d *Dir) setSubdirs(n int, t time.Time) {
+	d.mu.Lock()
+	d.subdirs, d.listedAt = n, t
+	d.mu.Unlock()
+}
+
+// addSubdirs adjusts a known subdirectory count by delta (mkdir, rmdir,
+// rename in this mount).
+func (d *Dir) addSubdirs(delta int) {
+	d.mu.Lock()
+	if !d.listedAt.IsZero() {
+		d.subdirs += delta
+		if d.subdirs < 0 {
+			d.subdirs, d.listedAt = 0, time.Time{}
+		}
+	}
+	d.mu.Unlock()
+}
+
+// fillNlink sets the link count of the node ch if it is a directory.
+func fillNlink(ch *gofs.Inode, out *fuse.Attr) {
+	if dd, ok := ch.Operations().(*Dir); ok {
+		out.Nlink = dd.nlink()
+	}
 }
 
 func (d *Dir) nodeKind() kind { return kindDir }
@@ -59,6 +106,7 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	}
 	ch := d.newChild(ctx, name, a)
 	d.fsys.entryOut(a, out)
+	fillNlink(ch, &out.Attr)
 	return ch, 0
 }
 
@@ -83,6 +131,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ctx = detach(ctx)
 	pfx := d.prefix()
 	mark := f.idx.begin()
+	started := time.Now()
 	idxc := make(chan map[string]idxEntry, 1)
 	go func() { idxc <- f.idx.load(ctx, pfx) }()
 	var ents []listed
@@ -112,7 +161,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		}
 		a, ok := f.cache.get(p)
 		if !ok {
-			a = f.implicitDir()
+			a = f.implicitDir(p)
 		}
 		e := listed{name: name, a: a, stat: !ok}
 		if i, dup := index[name]; dup {
@@ -147,13 +196,29 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
 	out := make([]fuse.DirEntry, 0, len(ents)+2)
-	out = append(out, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR})
+	out = append(out, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino})
+	pino := d.StableAttr().Ino
+	if _, parent := d.Parent(); parent != nil {
+		pino = parent.StableAttr().Ino
+	}
+	out = append(out, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: pino})
+	subdirs := 0
 	for _, e := range ents {
 		if e.a.kind == 0 {
 			continue // vanished between the listing and its HEAD
 		}
-		out = append(out, fuse.DirEntry{Name: e.name, Mode: e.a.kind.typeBits()})
+		if e.a.kind == kindDir {
+			subdirs++
+		}
+		// d_ino as stat will show it: a live node's number, which differs
+		// from the stored one only after a collision (ino.go).
+		ino := e.a.ino
+		if ch := d.GetChild(e.name); ch != nil && ch.StableAttr().Mode == e.a.kind.typeBits() {
+			ino = ch.StableAttr().Ino
+		}
+		out = append(out, fuse.DirEntry{Name: e.name, Mode: e.a.kind.typeBits(), Ino: ino})
 	}
+	d.setSubdirs(subdirs, started)
 	return gofs.NewListDirStream(out), 0
 }
 
@@ -270,6 +335,7 @@ func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut
 		}
 	}
 	d.get().fill(&out.Attr)
+	out.Nlink = d.nlink()
 	out.SetTimeout(d.fsys.ttl)
 	return 0
 }
@@ -311,6 +377,8 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 		f.cache.put(key, a, f.ttl)
 	}
 	a.fill(&out.Attr)
+	out.Nlink = d.nlink()
+	out.Ino = d.StableAttr().Ino // go-fuse leaves it 0 in SETATTR replies, and the kernel shows it
 	out.SetTimeout(f.ttl)
 	return 0
 }
@@ -332,7 +400,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
-	a := attr{kind: kindDir, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
+	a := attr{kind: kindDir, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now(), ino: newIno()}
 	key := pfx + name + "/"
 	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
 	if err != nil {
@@ -341,7 +409,12 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	a.info = info
 	f.cache.put(key, a, f.ttl)
 	ch := d.newChild(ctx, name, a)
+	if dd, ok := ch.Operations().(*Dir); ok {
+		dd.setSubdirs(0, time.Now()) // empty: nothing can be under a new marker's prefix
+	}
+	d.addSubdirs(1)
 	f.entryOut(a, out)
+	fillNlink(ch, &out.Attr)
 	return ch, 0
 }
 
@@ -357,7 +430,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 		return nil, nil, 0, errno
 	}
 	uid, gid := f.callerOwner(ctx)
-	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now()}
+	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now(), ino: newIno()}
 	key := pfx + name
 	fl := &File{fsys: f}
 	fl.set(a)
@@ -366,16 +439,22 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	fl.metaDirty = true
 	f.trackOpen(fl, true)
 	f.cache.del(key, key+"/")
-	ch := d.NewInode(ctx, fl, gofs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.newNode(ctx, name, fl, a)
 	f.entryOut(a, out)
 	return ch, fl.newHandle(flags), 0, 0
 }
 
-// Mknod supports regular files only; device nodes, FIFOs and sockets cannot
-// be represented as objects and are refused with EPERM.
+// Mknod makes a regular file (stored at once, as creat+close would) or a
+// special file (special.go). The kernel has checked CAP_MKNOD for devices.
 func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if mode&syscall.S_IFMT != syscall.S_IFREG && mode&syscall.S_IFMT != 0 {
-		return nil, syscall.EPERM
+	if d.fsys.ro {
+		return nil, syscall.EROFS
+	}
+	switch k := kindOfMode(mode); {
+	case k == 0:
+		return nil, syscall.EINVAL
+	case k != kindFile:
+		return d.mknodSpecial(ctx, name, k, mode, dev, out)
 	}
 	ch, fh, _, errno := d.Create(ctx, name, syscall.O_WRONLY, mode, out)
 	if errno != 0 {
@@ -407,7 +486,7 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
-	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target))}
+	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target)), ino: newIno()}
 	key := pfx + name
 	ctx = detach(ctx)
 	cf := f.engine.Create(key, a.meta())
@@ -423,7 +502,7 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	f.idx.stored(key, info, a.meta())
 	s := &Symlink{fsys: f, target: target}
 	s.set(a)
-	ch := d.NewInode(ctx, s, gofs.StableAttr{Mode: syscall.S_IFLNK})
+	ch := d.newNode(ctx, name, s, a)
 	f.entryOut(a, out)
 	return ch, 0
 }
@@ -477,6 +556,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err := f.store.Delete(ctx, key); err != nil {
 		return f.errno("rmdir", key, err)
 	}
+	d.addSubdirs(-1)
 	f.cache.del(key)
 	f.idx.deleteIndex(ctx, key)
 	return 0

@@ -281,8 +281,12 @@ func (fl *File) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrO
 	if fl.cf != nil {
 		a := fl.attr
 		a.size = fl.cf.Size()
+		deleted := fl.deleted
 		fl.mu.Unlock()
 		a.fill(&out.Attr)
+		if deleted {
+			out.Nlink = 0 // unlinked or replaced while open: no name left, as on a local filesystem
+		}
 		out.SetTimeout(f.ttl)
 		return 0
 	}
@@ -399,6 +403,7 @@ func (fl *File) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAtt
 		a = fl.get()
 	}
 	a.fill(&out.Attr)
+	out.Ino = fl.StableAttr().Ino // go-fuse leaves it 0 in SETATTR replies, and the kernel shows it
 	out.SetTimeout(f.ttl)
 	return 0
 }

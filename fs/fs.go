@@ -50,6 +50,12 @@ type Options struct {
 	NoIndex bool
 	// ReadOnly refuses every change with EROFS.
 	ReadOnly bool
+	// NoXattrs turns extended attributes off in the kernel (EOPNOTSUPP for
+	// every xattr call, as before they were supported). With them on, the
+	// kernel asks for security.capability before every write(2): one more
+	// round trip through FUSE per write, answered from memory, which costs
+	// daemon CPU on workloads of small writes.
+	NoXattrs bool
 	// UID and GID own objects that carry no ownership metadata (written by
 	// other tools) and directories without a marker.
 	UID, GID uint32
@@ -80,6 +86,7 @@ type FS struct {
 	store     backend.Store
 	engine    *content.Engine
 	ro        bool
+	noXattrs  bool
 	uid, gid  uint32
 	ttl       time.Duration
 	statPar   int
@@ -91,6 +98,8 @@ type FS struct {
 	cache attrCache
 	reval revalidator
 	idx   *indexer
+	inos  inoTable
+	keys  *cipher.Keys // seal extended attributes; nil: plaintext mount (or none)
 
 	openMu sync.Mutex
 	open   map[*File]struct{} // files with content open (handles alive) or awaiting upload, for SyncAll
@@ -108,6 +117,7 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		store:     opts.Store,
 		engine:    opts.Engine,
 		ro:        opts.ReadOnly,
+		noXattrs:  opts.NoXattrs,
 		uid:       opts.UID,
 		gid:       opts.GID,
 		ttl:       opts.AttrTimeout,
@@ -142,7 +152,8 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		f.wb = newWriteBack(f, opts.WriteBackParallel, opts.WriteBackMaxBytes)
 	}
 	root := &Dir{fsys: f}
-	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime}
+	f.keys = opts.Keys
+	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime, ino: 1}
 	return root, f, nil
 }
 
@@ -155,8 +166,15 @@ func (f *FS) MountOptions() *gofs.Options {
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &neg,
-		UID:             f.uid,
-		GID:             f.gid,
+		// The root's inode number, as on most filesystems (ino.go).
+		RootStableAttr: &gofs.StableAttr{Ino: 1},
+		// Attributes are shown as stored. Without this go-fuse shows mode
+		// 0000 as 0644 (0755 for directories); open(O_CREAT, 0) must make
+		// a file nobody but root can open. go-fuse's UID/GID options are
+		// not set for the same reason: they would show a file owned by
+		// root as owned by the mounting user. Objects without an owner
+		// get --uid/--gid from attrFromObject instead.
+		NullPermissions: true,
 	}
 	// Reads answer with data in memory, never a file descriptor: with
 	// splicing on, go-fuse still tried a splice for every READ (a pipe,
@@ -164,6 +182,9 @@ func (f *FS) MountOptions() *gofs.Options {
 	// and for 1 MiB READs it also logged a failure each time, the reply
 	// being larger than a pipe may grow.
 	o.DisableSplice = true
+	// go-fuse then answers every xattr request with ENOSYS, after which the
+	// kernel sends none (see Options.NoXattrs).
+	o.DisableXAttrs = f.noXattrs
 	return o
 }
 

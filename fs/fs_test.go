@@ -828,3 +828,57 @@ func TestRevalidateByListing(t *testing.T) {
 		t.Errorf("f01 removed behind the mount: %v, want ENOENT", err)
 	}
 }
+
+// TestInProcessPOSIXExtras runs special files, xattrs and explicit atimes
+// in this process, so the race detector sees xattr changes racing writes
+// and closes of the same file.
+func TestInProcessPOSIXExtras(t *testing.T) {
+	dir, _ := mountMem(t, false)
+	if err := unix.Mkfifo(dir+"/fifo", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(dir+"/chr", unix.S_IFCHR|0o600, int(unix.Mkdev(5, 6))); err != nil {
+		t.Fatal(err)
+	}
+	var s unix.Stat_t
+	if err := unix.Lstat(dir+"/chr", &s); err != nil || unix.Major(s.Rdev) != 5 || unix.Minor(s.Rdev) != 6 || s.Ino >= 1<<63 {
+		t.Fatalf("chr: %+v %v", s, err)
+	}
+	f, err := os.Create(dir + "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50; i++ {
+			f.WriteAt([]byte("data"), int64(i*4))
+			f.Sync()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50; i++ {
+			if err := unix.Setxattr(dir+"/f", fmt.Sprintf("user.k%d", i%5), []byte(strings.Repeat("v", i)), 0); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if n, err := unix.Getxattr(dir+"/f", "user.k4", buf); err != nil || n != 49 {
+		t.Fatalf("getxattr: %d %v", n, err)
+	}
+	at, mt := time.Unix(1000, 5), time.Unix(2000, 7)
+	if err := os.Chtimes(dir+"/f", at, mt); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(dir+"/f", &s); err != nil || s.Atim.Nano() != at.UnixNano() || s.Mtim.Nano() != mt.UnixNano() || s.Size != 200 {
+		t.Fatalf("stat: %+v %v", s, err)
+	}
+}

@@ -38,7 +38,11 @@ import (
 const IndexRoot = ".s3cryptfs.idx"
 
 const (
-	indexVersion = 1
+	// indexVersion 2 added inode numbers, atime, special files and
+	// extended attributes; a version-1 index is replaced, not trusted, since
+	// its entries would yield key-hash inode numbers for objects that
+	// carry their own.
+	indexVersion = 2
 	// maxIndexSize bounds what is read of an index object (a directory of
 	// about 300,000 entries); a larger one is ignored.
 	maxIndexSize = 64 << 20
@@ -74,12 +78,24 @@ type idxEntry struct {
 	// nanoseconds; 0 when the entry was learned from a Put or Copy answer,
 	// whose times need not match a listing's.
 	LM    int64  `json:"lm,omitempty"`
-	Kind  string `json:"k"` // "f" file, "l" symlink
+	Kind  string `json:"k"` // "f" file, "l" symlink, "p" FIFO, "s" socket, "c"/"b" devices
 	Mode  uint32 `json:"m"`
 	UID   uint32 `json:"u"`
 	GID   uint32 `json:"g"`
 	Mtime int64  `json:"t"` // unix nanoseconds
+	// The optional attributes, as stored (absent when the object lacks
+	// them): atime, inode number, device number, sealed xattrs.
+	Atime int64  `json:"a,omitempty"`
+	Ino   uint64 `json:"i,omitempty"`
+	Dev   uint32 `json:"d,omitempty"`
+	Xattr string `json:"x,omitempty"`
 }
+
+// Index kind codes, by metadata type.
+var (
+	idxKinds = map[string]string{"": "f", typeSymlink: "l", typeFifo: "p", typeSocket: "s", typeChar: "c", typeBlock: "b"}
+	idxTypes = map[string]string{"f": "", "l": typeSymlink, "p": typeFifo, "s": typeSocket, "c": typeChar, "b": typeBlock}
+)
 
 // indexDoc is the stored form (JSON, encrypted when the mount encrypts).
 // Dir names the directory the index is for, so that an index copied to
@@ -99,12 +115,31 @@ func entryFromStored(info backend.ObjectInfo, meta map[string]string, lm time.Ti
 	uid, err2 := strconv.ParseUint(meta[metaUID], 10, 32)
 	gid, err3 := strconv.ParseUint(meta[metaGID], 10, 32)
 	mt, err4 := strconv.ParseInt(meta[metaMtime], 10, 64)
-	if info.ETag == "" || err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+	kind, ok := idxKinds[meta[metaType]]
+	if info.ETag == "" || err1 != nil || err2 != nil || err3 != nil || err4 != nil || !ok {
 		return idxEntry{}, false
 	}
-	e := idxEntry{ETag: info.ETag, Size: info.Size, Kind: "f", Mode: uint32(mode) & 0o7777, UID: uint32(uid), GID: uint32(gid), Mtime: mt}
-	if meta[metaType] == typeSymlink {
-		e.Kind = "l"
+	e := idxEntry{ETag: info.ETag, Size: info.Size, Kind: kind, Mode: uint32(mode) & 0o7777, UID: uint32(uid), GID: uint32(gid), Mtime: mt, Xattr: meta[metaXattr]}
+	// Optional values are recorded only when well-formed, so that the entry
+	// yields what a HEAD would: a malformed one reads as absent both ways.
+	if v, err := strconv.ParseInt(meta[metaAtime], 10, 64); err == nil && v != 0 {
+		e.Atime = v
+	} else if meta[metaAtime] != "" {
+		return idxEntry{}, false // malformed, or 0, which the entry cannot tell from none
+	}
+	if v := meta[metaIno]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n < 2 || n > inoMask {
+			return idxEntry{}, false
+		}
+		e.Ino = n
+	}
+	if v := meta[metaDev]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return idxEntry{}, false
+		}
+		e.Dev = uint32(n)
 	}
 	if !lm.IsZero() {
 		e.LM = lm.UnixNano()
@@ -130,8 +165,20 @@ func (e idxEntry) meta() map[string]string {
 		metaGID:   strconv.FormatUint(uint64(e.GID), 10),
 		metaMtime: strconv.FormatInt(e.Mtime, 10),
 	}
-	if e.Kind == "l" {
-		m[metaType] = typeSymlink
+	if t := idxTypes[e.Kind]; t != "" {
+		m[metaType] = t
+	}
+	if e.Atime != 0 {
+		m[metaAtime] = strconv.FormatInt(e.Atime, 10)
+	}
+	if e.Ino != 0 {
+		m[metaIno] = strconv.FormatUint(e.Ino, 10)
+	}
+	if e.Kind == "c" || e.Kind == "b" {
+		m[metaDev] = strconv.FormatUint(uint64(e.Dev), 10)
+	}
+	if e.Xattr != "" {
+		m[metaXattr] = e.Xattr
 	}
 	return m
 }

@@ -346,7 +346,7 @@ func TestIndexPrivate(t *testing.T) {
 	st := mem.New()
 	populate(t, st, keys)
 	raw := readObject(t, st, fs.IndexRoot+"/d/_")
-	for _, name := range []string{"secret-name", linkName, "d/"} {
+	for _, name := range []string{"secret-name", linkName, `"dir":"d/"`} {
 		if bytes.Contains(raw, []byte(name)) {
 			t.Errorf("encrypted index object contains %q", name)
 		}
@@ -574,4 +574,81 @@ func TestIndexWriteRetried(t *testing.T) {
 	if heads := cs.stats.Load(); heads != 0 {
 		t.Errorf("%d HEADs after the retried index write, want 0", heads)
 	}
+}
+
+// TestIndexPOSIXFreshMount: special files, inode numbers, explicit atimes
+// and xattrs written by one mount are listed by a fresh mount from the
+// index: ls -l plus getfattr of every entry costs no HEAD and shows what
+// the first mount showed.
+func TestIndexPOSIXFreshMount(t *testing.T) {
+	stores(t, func(t *testing.T, st backend.Store) {
+		keys := testKeys(t)
+		a := mountIdx(t, st, keys, keys)
+		d := filepath.Join(a.dir, "d")
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mkfifo(d+"/fifo", 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mknod(d+"/blk", unix.S_IFBLK|0o600, int(unix.Mkdev(8, 1))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(d+"/f", []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(d+"/f", "user.k", []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d+"/f", time.Unix(5, 6), time.Unix(7, 8)); err != nil {
+			t.Fatal(err)
+		}
+		type full struct {
+			ino, rdev    uint64
+			mode         uint32
+			atime, mtime int64
+			x            string
+		}
+		get := func(dir string) map[string]full {
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := map[string]full{}
+			for _, e := range ents {
+				var s unix.Stat_t
+				p := filepath.Join(dir, e.Name())
+				if err := unix.Lstat(p, &s); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 64)
+				n, _ := unix.Listxattr(p, buf)
+				x := string(buf[:max(n, 0)])
+				if v, err := unix.Getxattr(p, "user.k", buf); err == nil {
+					x += "=" + string(buf[:v])
+				}
+				m[e.Name()] = full{s.Ino, s.Rdev, s.Mode, s.Atim.Nano(), s.Mtim.Nano(), x}
+			}
+			return m
+		}
+		want := get(d)
+		a.unmount()
+
+		cs := &countingStore{Store: st}
+		b := mountIdx(t, cs, keys, keys)
+		lstat(t, filepath.Join(b.dir, "d"))
+		cs.stats.Store(0)
+		got := get(filepath.Join(b.dir, "d"))
+		if heads := cs.stats.Load(); heads != 0 {
+			t.Errorf("ls -l and getfattr of %d entries on a fresh mount: %d HEADs, want 0", len(want), heads)
+		}
+		if len(got) != 3 {
+			t.Fatalf("entries: %v", got)
+		}
+		for n, w := range want {
+			if got[n] != w {
+				t.Errorf("%s: %+v, want %+v", n, got[n], w)
+			}
+		}
+	})
 }

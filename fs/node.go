@@ -18,6 +18,8 @@ type node interface {
 	// refresh replaces the attributes with ones fetched from the store,
 	// unless the node holds local changes not yet stored.
 	refresh(a attr)
+	// storedIno is the inode number the node's object carries (attr.ino).
+	storedIno() uint64
 }
 
 // attrs is embedded by every node type.
@@ -32,6 +34,8 @@ func (s *attrs) get() attr {
 	defer s.mu.Unlock()
 	return s.attr
 }
+
+func (s *attrs) storedIno() uint64 { return s.get().ino }
 
 func (s *attrs) set(a attr) {
 	s.mu.Lock()
@@ -53,23 +57,29 @@ func keyOf(n *gofs.Inode) string {
 }
 
 // newChild returns the inode for name with attributes a, reusing the
-// existing child inode when it is of the same kind so that an open file
-// keeps one inode (and one content.File) however often it is looked up.
+// existing child inode when it is of the same kind and carries the same
+// inode number (the same object, or a new version of it) so that an open
+// file keeps one inode (and one content.File) however often it is looked
+// up. An object replaced by another one (another number) gets a new node.
 func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
 	if ch := d.GetChild(name); ch != nil {
-		if n, ok := ch.Operations().(node); ok && n.nodeKind() == a.kind {
+		if n, ok := ch.Operations().(node); ok && n.nodeKind() == a.kind && n.storedIno() == a.ino {
 			n.refresh(a)
 			return ch
 		}
 	}
 	var op gofs.InodeEmbedder
-	switch a.kind {
-	case kindDir:
+	switch {
+	case a.kind == kindDir:
 		dd := &Dir{fsys: d.fsys}
 		dd.set(a)
 		op = dd
-	case kindSymlink:
+	case a.kind == kindSymlink:
 		s := &Symlink{fsys: d.fsys}
+		s.set(a)
+		op = s
+	case a.kind.special():
+		s := &Special{fsys: d.fsys}
 		s.set(a)
 		op = s
 	default:
@@ -77,7 +87,7 @@ func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
 		fl.set(a)
 		op = fl
 	}
-	return d.NewInode(ctx, op, gofs.StableAttr{Mode: a.kind.typeBits()})
+	return d.newNode(ctx, name, op, a)
 }
 
 // entryOut fills a lookup/create answer.
@@ -87,7 +97,7 @@ func (f *FS) entryOut(a attr, out *fuse.EntryOut) {
 	out.SetAttrTimeout(f.ttl)
 }
 
-// setattrMeta applies mode/uid/gid/mtime from a SETATTR request to a and
+// setattrMeta applies mode/uid/gid/mtime/atime from a SETATTR request to a and
 // reports whether anything changed.
 func setattrMeta(a *attr, in *fuse.SetAttrIn) bool {
 	changed := false
@@ -105,6 +115,10 @@ func setattrMeta(a *attr, in *fuse.SetAttrIn) bool {
 	}
 	if t, ok := in.GetMTime(); ok {
 		a.mtime = t
+		changed = true
+	}
+	if t, ok := in.GetATime(); ok {
+		a.atime = t
 		changed = true
 	}
 	return changed

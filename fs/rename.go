@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"errors"
+	"maps"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,7 +97,14 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		if strings.HasPrefix(dstKey+"/", srcKey+"/") {
 			return syscall.EINVAL // into its own subtree
 		}
-		return f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+		errno := f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+		if errno == 0 {
+			d.addSubdirs(-1)
+			if dstKind == 0 {
+				nd.addSubdirs(1)
+			}
+		}
+		return errno
 	}
 	return f.renameObject(ctx, src, nd, srcKey, dstKey, newName)
 }
@@ -113,7 +122,7 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey,
 			return f.errno("rename", srcKey, err)
 		}
 	}
-	info, err := f.store.Copy(ctx, srcKey, dstKey, backend.CopyOptions{})
+	info, err := f.copyKeepIno(ctx, srcKey, dstKey)
 	if err != nil {
 		return f.errno("rename", srcKey, err)
 	}
@@ -263,7 +272,7 @@ func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) 
 		go func(k string) {
 			defer func() { <-sem; wg.Done() }()
 			dst := dstPfx + strings.TrimPrefix(k, srcPfx)
-			info, err := f.store.Copy(ctx, k, dst, backend.CopyOptions{})
+			info, err := f.copyKeepIno(ctx, k, dst)
 			if err != nil {
 				once.Do(func() { first = err; cancel() })
 				return
@@ -324,4 +333,29 @@ func (f *FS) indexRenamedDir(ctx context.Context, srcPfx string, keys []string, 
 	if err := f.store.DeleteMany(ctx, idxKeys); err != nil {
 		f.log.Debug("delete attribute indexes of a renamed directory failed", "dir", srcPfx, "err", err)
 	}
+}
+
+// copyKeepIno copies src to dst with its metadata. An object that carried
+// no inode number (written by another tool) showed the hash of its key,
+// which the new key would change: the copy is given that number, by a
+// second, metadata-only copy of dst onto itself that keeps every other
+// value as it was (so no attribute this mount merely assumed is written).
+// From then on the object keeps its number like any other.
+func (f *FS) copyKeepIno(ctx context.Context, src, dst string) (backend.ObjectInfo, error) {
+	info, err := f.store.Copy(ctx, src, dst, backend.CopyOptions{})
+	if err != nil || info.Metadata == nil {
+		return info, err
+	}
+	if _, ok := info.Metadata[metaIno]; ok {
+		return info, nil
+	}
+	meta := maps.Clone(info.Metadata)
+	meta[metaIno] = strconv.FormatUint(keyIno(src), 10)
+	again, err := f.store.Copy(ctx, dst, dst, backend.CopyOptions{ReplaceMetadata: true, Metadata: meta})
+	if err != nil {
+		// The move itself succeeded; only the number will change.
+		f.log.Warn("rename: could not store the inode number of an object that had none", "object", dst, "err", err)
+		return info, nil
+	}
+	return again, nil
 }

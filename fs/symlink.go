@@ -114,6 +114,7 @@ func (s *Symlink) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetA
 		f.idx.stored(key, info, a.meta())
 	}
 	a.fill(&out.Attr)
+	out.Ino = s.StableAttr().Ino // go-fuse leaves it 0 in SETATTR replies, and the kernel shows it
 	out.SetTimeout(f.ttl)
 	return 0
 }

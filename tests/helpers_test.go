@@ -327,3 +327,49 @@ func (st *store) corrupt(t *testing.T, key string, off int) {
 		t.Fatal(err)
 	}
 }
+
+// rawMeta returns an object's user metadata as the store holds it.
+func (st *store) rawMeta(t *testing.T, key string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if st.kind == "minio" {
+		out, err := st.srv.SDKClient(t).HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatalf("raw head %s: %v", key, err)
+		}
+		return out.Metadata
+	}
+	ls, err := local.New(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ls.Stat(ctx, key)
+	if err != nil {
+		t.Fatalf("raw stat %s: %v", key, err)
+	}
+	return info.Metadata
+}
+
+// copyRaw copies an object with its metadata behind the mount's back, as
+// another S3 tool would (a server-side copy keeps the user metadata).
+func (st *store) copyRaw(t *testing.T, src, dst string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if st.kind == "minio" {
+		_, err := st.srv.SDKClient(t).CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(dst),
+			CopySource: aws.String(st.bucket + "/" + src)})
+		if err != nil {
+			t.Fatalf("raw copy %s %s: %v", src, dst, err)
+		}
+		return
+	}
+	ls, err := local.New(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Copy(ctx, src, dst, backend.CopyOptions{}); err != nil {
+		t.Fatalf("raw copy %s %s: %v", src, dst, err)
+	}
+}

@@ -43,6 +43,7 @@ type mountFlags struct {
 	clientEnc     bool
 	cacheSize     byteSize
 	readOnly      bool
+	noXattrs      bool
 	noExec        bool
 	allowOther    bool
 	logLevel      string
@@ -82,6 +83,7 @@ func (m *mountFlags) groups() []flagGroup {
 	mnt := newGroup("Mount")
 	mnt.fs.StringArrayVarP(&m.options, "options", "o", nil, "mount options opt[=value][,...]: any option above without its --, with - or _ (cache_size=1G,read_only), and ro, rw, noexec, allow_other, uid=N, gid=N; defaults, _netdev, nofail, noauto, x-systemd.* ... are ignored")
 	mnt.fs.BoolVar(&m.readOnly, "read-only", false, "mount read-only (every change fails with EROFS); -o ro")
+	mnt.fs.BoolVar(&m.noXattrs, "no-xattrs", false, "turn extended attributes off (EOPNOTSUPP), saving one FUSE round trip per write(2)")
 	mnt.fs.BoolVar(&m.noExec, "noexec", false, "refuse to execute programs from the mount; -o noexec")
 	mnt.fs.Lookup("noexec").Hidden = true // documented with -o; as an option it is mount(8)'s
 	mnt.fs.BoolVar(&m.allowOther, "allow-other", false, "let other users access the mount (kernel permission checks on; non-root users need user_allow_other in /etc/fuse.conf)")
@@ -509,7 +511,7 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 		ttl = -1 // fs.Options: negative = no caching (0 would mean the default)
 	}
 	root, fsys, err := fs.NewRoot(fs.Options{
-		Store: st, Engine: eng, Keys: keys, ReadOnly: m.readOnly,
+		Store: st, Engine: eng, Keys: keys, ReadOnly: m.readOnly, NoXattrs: m.noXattrs,
 		UID: uid, GID: gid, AttrTimeout: ttl, Logger: log,
 		MaxNameLen: maxNameLen(spec),
 		WriteBack:  m.writeBack, WriteBackParallel: m.wbParallel, WriteBackMaxBytes: int64(m.wbMax),
@@ -525,7 +527,6 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	opts.Name = "s3cryptfs"
 	opts.AllowOther = m.allowOther
 	opts.MaxWrite = 1 << 20
-	opts.DisableXAttrs = true
 	if m.allowOther {
 		opts.Options = append(opts.Options, "default_permissions")
 	}

@@ -34,10 +34,8 @@ type ObjectAttr struct {
 	Dev     uint64
 }
 
-// specialTypes are the metadata "type" values of special files (the POSIX
-// work in attr.go names them typeFifo...; literals here so that the two
-// changes merge without a clash, to be unified then).
-var specialTypes = map[string]bool{"fifo": true, "socket": true, "chardev": true, "blockdev": true}
+// specialTypes are the metadata "type" values of special files.
+var specialTypes = map[string]bool{typeFifo: true, typeSocket: true, typeChar: true, typeBlock: true}
 
 // ObjectAttrOf decodes the user metadata of info (from Stat; List leaves
 // Metadata nil); isDir says info is a directory marker ("d/"). Missing or
@@ -51,7 +49,7 @@ func ObjectAttrOf(info backend.ObjectInfo, isDir bool) ObjectAttr {
 		a.Mode = 0o777
 	} else if specialTypes[t] {
 		a.Special = t
-		a.Dev, _ = strconv.ParseUint(info.Metadata["dev"], 10, 64)
+		a.Dev, _ = strconv.ParseUint(info.Metadata[metaDev], 10, 64)
 	}
 	if v, err := strconv.ParseUint(info.Metadata[metaMode], 8, 32); err == nil {
 		a.Mode = uint32(v) & 0o7777
@@ -64,7 +62,7 @@ func ObjectAttrOf(info backend.ObjectInfo, isDir bool) ObjectAttr {
 	if v, err := strconv.ParseInt(info.Metadata[metaMtime], 10, 64); err == nil {
 		a.Mtime = time.Unix(0, v)
 	}
-	if v, err := strconv.ParseInt(info.Metadata["atime"], 10, 64); err == nil {
+	if v, err := strconv.ParseInt(info.Metadata[metaAtime], 10, 64); err == nil {
 		a.Atime = time.Unix(0, v)
 	}
 	return a

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -160,6 +161,12 @@ func TestMetrics(t *testing.T) {
 		}
 		if got := d(s0, s1, `s3cryptfs_store_request_duration_seconds_count{op="put"}`); got != 1 {
 			t.Errorf("put latency observations: +%v, want +1", got)
+		}
+		// The kernel sends RELEASE after close(2) has returned, on its own
+		// time: the open-file gauge drops soon after, not at once.
+		for deadline := time.Now().Add(10 * time.Second); s1["s3cryptfs_open_files"] != 0 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			s1 = scrape(t, addr)
 		}
 		if s1["s3cryptfs_store_uploads_in_flight"] != 0 || s1["s3cryptfs_open_files"] != 0 {
 			t.Errorf("after close: %v uploads in flight, %v open files; want 0", s1["s3cryptfs_store_uploads_in_flight"], s1["s3cryptfs_open_files"])

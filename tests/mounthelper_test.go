@@ -104,9 +104,15 @@ func TestFstabMount(t *testing.T) {
 		}
 		writeFile(t, filepath.Join(mnt, "hello.txt"), "written through an fstab mount")
 		wantContent(t, filepath.Join(mnt, "hello.txt"), "written through an fstab mount")
+		// uid= is the owner of what carries no ownership metadata: the
+		// root directory here (a file created through the mount stores its
+		// creator, root, and shows that).
 		var sys syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(mnt, "hello.txt"), &sys); err != nil || sys.Uid != 1234 {
-			t.Fatalf("stat: uid %d %v; want 1234 from -o uid=1234", sys.Uid, err)
+		if err := syscall.Stat(mnt, &sys); err != nil || sys.Uid != 1234 {
+			t.Fatalf("stat of the root: uid %d %v; want 1234 from -o uid=1234", sys.Uid, err)
+		}
+		if err := syscall.Stat(filepath.Join(mnt, "hello.txt"), &sys); err != nil || sys.Uid != 0 {
+			t.Fatalf("stat of a file root created: uid %d %v; want 0 (stored)", sys.Uid, err)
 		}
 		if raw := st.raw(t, "hello.txt"); bytes.Contains(raw, []byte("fstab mount")) {
 			t.Fatal("stored object holds the plaintext")

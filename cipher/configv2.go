@@ -146,8 +146,28 @@ type configV2Data struct {
 	vaultID   [vaultIDSize]byte
 	slots     []slot
 	nkeys     int
+	flags     byte // FlagEncryptedNames
 	ringNonce [NonceSize]byte
-	ring      []byte // nkeys*32 + 16: the sealed keyring
+	ring      []byte // (nkeys + 1 if names are encrypted)*32 + 16: the sealed keyring
+}
+
+// FlagEncryptedNames (header byte 13, bit 0): entry names are encrypted and
+// the keyring ends in the 32-byte name key after the master keys. Configs
+// made before it have the byte zero: plaintext names.
+const FlagEncryptedNames = 0x01
+
+// EncryptedNames reports whether the vault encrypts file and directory
+// names (version 2 with FlagEncryptedNames; never version 1).
+func (c *Config) EncryptedNames() bool {
+	return c.v2 != nil && c.v2.flags&FlagEncryptedNames != 0
+}
+
+// ringKeys is the number of 32-byte keys the sealed keyring holds.
+func (v *configV2Data) ringKeys() int {
+	if v.flags&FlagEncryptedNames != 0 {
+		return v.nkeys + 1
+	}
+	return v.nkeys
 }
 
 // SlotInfo describes a slot without any secret.
@@ -210,7 +230,7 @@ func (c *Config) marshalV2(withRing bool) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, configMagic...)
 	b = binary.BigEndian.AppendUint16(b, configV2)
-	b = append(b, c.log2Block, byte(len(v.slots)), byte(v.nkeys), 0, 0, 0)
+	b = append(b, c.log2Block, byte(len(v.slots)), byte(v.nkeys), v.flags, 0, 0)
 	b = append(b, v.vaultID[:]...)
 	for i := range v.slots {
 		b = v.slots[i].put(b)
@@ -285,7 +305,9 @@ func parseConfigV2(data []byte, allowWeak bool) (*Config, error) {
 	v := c.v2
 	nslots, nkeys := int(data[11]), int(data[12])
 	switch {
-	case data[13]|data[14]|data[15] != 0:
+	case data[13]&^FlagEncryptedNames != 0:
+		return nil, fmt.Errorf("cipher: config: unknown flags %#02x (written by a newer version?): %w", data[13], ErrCorrupt)
+	case data[14]|data[15] != 0:
 		return nil, fmt.Errorf("cipher: config: reserved bytes not zero: %w", ErrCorrupt)
 	case c.log2Block > 30 || !validBlockSize(1<<c.log2Block):
 		return nil, fmt.Errorf("cipher: config: block size 2^%d out of range: %w", c.log2Block, ErrCorrupt)
@@ -296,6 +318,7 @@ func parseConfigV2(data []byte, allowWeak bool) (*Config, error) {
 	}
 	copy(v.vaultID[:], data[16:32])
 	v.nkeys = nkeys
+	v.flags = data[13]
 	v.slots = make([]slot, nslots) // nslots <= MaxSlots
 	rest := body[configV2SlotsOff:]
 	var passWork uint64
@@ -371,7 +394,7 @@ func parseConfigV2(data []byte, allowWeak bool) (*Config, error) {
 		return nil, fmt.Errorf("cipher: config: passphrase slots ask for %d KiB x passes in all, the cap is %d, refused before running the KDF: %w",
 			passWork, maxPassSlotWork, ErrKDFTooCostly)
 	}
-	if want := NonceSize + nkeys*masterKeySize + TagSize; len(rest) != want {
+	if want := NonceSize + v.ringKeys()*masterKeySize + TagSize; len(rest) != want {
 		return nil, fmt.Errorf("cipher: config: %d bytes after the slots, want %d (keyring nonce and %d sealed keys): %w",
 			len(rest), want, nkeys, ErrCorrupt)
 	}
@@ -390,6 +413,7 @@ type Unlocked struct {
 	cfg       *Config
 	configKey []byte   // nil for a version-1 config (created on upgrade)
 	masters   [][]byte // the keyring, current first
+	nameKey   []byte   // the name key (FlagEncryptedNames), nil otherwise
 	slot      int      // index of the slot that opened it
 	kek       []byte   // that slot's wrapping key (nil for KMS): to rewrap it
 	keys      *Keys
@@ -525,11 +549,16 @@ func (c *Config) openKeyring(ck []byte, i int, rng io.Reader) (*Unlocked, error)
 	for j := range masters {
 		masters[j] = plain[j*masterKeySize : (j+1)*masterKeySize]
 	}
+	var nameKey []byte
+	if v.flags&FlagEncryptedNames != 0 {
+		nameKey = plain[v.nkeys*masterKeySize:]
+	}
 	keys, err := newKeyring(masters, c.BlockSize(), rng)
 	if err != nil {
 		return nil, fmt.Errorf("cipher: unlock: %w", err)
 	}
-	return &Unlocked{cfg: c, configKey: ck, masters: masters, slot: i, keys: keys, rand: rng}, nil
+	keys.nameKey = nameKey
+	return &Unlocked{cfg: c, configKey: ck, masters: masters, nameKey: nameKey, slot: i, keys: keys, rand: rng}, nil
 }
 
 func joinErrs(errs []error) error {
@@ -545,10 +574,17 @@ func joinErrs(errs []error) error {
 // master key, the config key wrapped in one slot for first (kdf applies to
 // a passphrase; zero means DefaultKDF).
 func NewVault(first Secret, kdf KDFParams, blockSize int) (*Unlocked, error) {
-	return newVault(rand.Reader, first, kdf, blockSize, weakKDFAllowed.Load() > 0)
+	return newVault(rand.Reader, first, kdf, blockSize, weakKDFAllowed.Load() > 0, false)
 }
 
-func newVault(rng io.Reader, first Secret, kdf KDFParams, blockSize int, allowWeak bool) (*Unlocked, error) {
+// NewVaultEncryptedNames is NewVault for a vault whose entry names are
+// encrypted (FlagEncryptedNames): its keyring also holds a random name key,
+// kept for the vault's whole life (rotation and rekeying keep it).
+func NewVaultEncryptedNames(first Secret, kdf KDFParams, blockSize int) (*Unlocked, error) {
+	return newVault(rand.Reader, first, kdf, blockSize, weakKDFAllowed.Load() > 0, true)
+}
+
+func newVault(rng io.Reader, first Secret, kdf KDFParams, blockSize int, allowWeak, names bool) (*Unlocked, error) {
 	if blockSize == 0 {
 		blockSize = DefaultBlockSize
 	}
@@ -569,6 +605,13 @@ func newVault(rng io.Reader, first Secret, kdf KDFParams, blockSize int, allowWe
 		return nil, fmt.Errorf("cipher: new vault: random master key: %w", err)
 	}
 	u := &Unlocked{cfg: c, configKey: ck, masters: [][]byte{master}, rand: rng}
+	if names {
+		c.v2.flags = FlagEncryptedNames
+		u.nameKey = make([]byte, masterKeySize)
+		if _, err := io.ReadFull(rng, u.nameKey); err != nil {
+			return nil, fmt.Errorf("cipher: new vault: random name key: %w", err)
+		}
+	}
 	n, err := u.addSlot(first, kdf, allowWeak)
 	if err != nil {
 		return nil, fmt.Errorf("cipher: new vault: %w", err)
@@ -584,6 +627,7 @@ func (u *Unlocked) clone() (*Unlocked, error) {
 	c := &Config{log2Block: u.cfg.log2Block, v2: &configV2Data{}}
 	if u.cfg.v2 != nil {
 		c.v2.vaultID = u.cfg.v2.vaultID
+		c.v2.flags = u.cfg.v2.flags
 		c.v2.slots = append([]slot(nil), u.cfg.v2.slots...)
 		n.cfg = c
 		return &n, nil
@@ -631,15 +675,22 @@ func (u *Unlocked) seal() (*Unlocked, error) {
 	if _, err := io.ReadFull(u.rand, v.ringNonce[:]); err != nil {
 		return nil, fmt.Errorf("random keyring nonce: %w", err)
 	}
-	plain := make([]byte, 0, len(u.masters)*masterKeySize)
+	plain := make([]byte, 0, (len(u.masters)+1)*masterKeySize)
 	for _, m := range u.masters {
 		plain = append(plain, m...)
+	}
+	if v.flags&FlagEncryptedNames != 0 {
+		if len(u.nameKey) != masterKeySize {
+			return nil, fmt.Errorf("BUG: a vault with encrypted names has no name key")
+		}
+		plain = append(plain, u.nameKey...)
 	}
 	v.ring = newGCM(keyringKey(u.configKey)).Seal(nil, v.ringNonce[:], plain, u.cfg.marshalV2(false))
 	keys, err := newKeyring(u.masters, u.cfg.BlockSize(), u.rand)
 	if err != nil {
 		return nil, err
 	}
+	keys.nameKey = u.nameKey
 	u.keys = keys
 	return u, nil
 }

@@ -54,7 +54,7 @@ func (f *fakeKMS) decrypt(keyID string, blob []byte, encCtx map[string]string) (
 // newTestVault makes a version-2 vault with a passphrase slot (TestKDF).
 func newTestVault(t testing.TB) *Unlocked {
 	t.Helper()
-	u, err := newVault(rand.Reader, Passphrase(testPass), TestKDF, MinBlockSize, true)
+	u, err := newVault(rand.Reader, Passphrase(testPass), TestKDF, MinBlockSize, true, false)
 	if err != nil {
 		t.Fatalf("newVault: %v", err)
 	}
@@ -723,5 +723,86 @@ func TestKeyringEveryHeaderByteFlip(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestConfigV2EncryptedNames: a vault made with encrypted names records the
+// flag, keeps one name key through every change of slots and keys (a
+// rotation, a dropped key, a new passphrase, a rekey), and a config whose
+// flag is flipped (by an editor that fixed the checksum) does not open.
+// A vault made without it has no name key, as before the flag existed.
+func TestConfigV2EncryptedNames(t *testing.T) {
+	plain, err := newVault(rand.Reader, Passphrase(testPass), TestKDF, MinBlockSize, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Config().EncryptedNames() || plain.Keys().NameKey() != nil {
+		t.Fatal("a vault made without encrypted names has a name key")
+	}
+	u, err := newVault(rand.Reader, Passphrase(testPass), TestKDF, MinBlockSize, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk := bytes.Clone(u.Keys().NameKey())
+	if len(nk) != 32 || !u.Config().EncryptedNames() {
+		t.Fatalf("name key %x, flag %v", nk, u.Config().EncryptedNames())
+	}
+	reopen := func(u *Unlocked, sec Secret) *Unlocked {
+		t.Helper()
+		c, err := parseConfig(u.Config().Marshal(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := c.UnlockSecret(sec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.EncryptedNames() || !bytes.Equal(o.Keys().NameKey(), nk) {
+			t.Fatalf("after a change: flag %v, name key %x, want %x", c.EncryptedNames(), o.Keys().NameKey(), nk)
+		}
+		return o
+	}
+	u = reopen(u, Passphrase(testPass))
+	if u, err = u.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	u = reopen(u, Passphrase(testPass))
+	if u, err = u.DropKey(u.Keys().KeyIDs()[1]); err != nil {
+		t.Fatal(err)
+	}
+	u = reopen(u, Passphrase(testPass))
+	newPass := []byte("another passphrase")
+	if u, err = u.ChangeSecret(Passphrase(newPass), TestKDF); err != nil {
+		t.Fatal(err)
+	}
+	u = reopen(u, Passphrase(newPass))
+	if u, err = u.Rekey(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	u = reopen(u, Passphrase(newPass))
+
+	// Flip the flag (and fix the checksum): the slot still opens, the
+	// keyring does not.
+	b := u.Config().Marshal()
+	b[13] = 0
+	b = b[:len(b)-32]
+	sum := sha256simd.Sum256(b)
+	b = append(b, sum[:]...)
+	if c, err := parseConfig(b, true); err == nil {
+		_, err = c.UnlockSecret(Passphrase(newPass))
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flag cleared: unlock = %v, want ErrCorrupt", err)
+		}
+	} else if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("flag cleared: parse = %v", err)
+	}
+	// An unknown flag is refused by the parser.
+	b = u.Config().Marshal()
+	b[13] |= 0x80
+	b = b[:len(b)-32]
+	sum = sha256simd.Sum256(b)
+	b = append(b, sum[:]...)
+	if _, err := parseConfig(b, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("unknown flag: parse = %v, want ErrCorrupt", err)
 	}
 }

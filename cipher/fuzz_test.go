@@ -222,7 +222,7 @@ func (m *runtimeMem) read() {
 // accepted config must marshal back to exactly its bytes.
 func FuzzParseConfigV2(f *testing.F) {
 	rng := mrand.NewChaCha8([32]byte{3})
-	u, err := newVault(rng, Passphrase(testPass), TestKDF, MinBlockSize, true)
+	u, err := newVault(rng, Passphrase(testPass), TestKDF, MinBlockSize, true, false)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -244,6 +244,11 @@ func FuzzParseConfigV2(f *testing.F) {
 	full := u.Config().Marshal()
 	f.Add(full)
 	f.Add(full[:len(full)-1])
+	named, err := newVault(rng, Passphrase(testPass), TestKDF, MinBlockSize, true, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(named.Config().Marshal())
 	f.Add(craftV2([]slot{{kind: SlotKMS, kmsKeyID: "k", kmsBlob: []byte{1}}}))
 	f.Add(craftV2([]slot{{kind: SlotPassphrase, kdf: KDFParams{Time: 16, MemoryKiB: 1 << 18, Threads: 16}}}))
 	f.Fuzz(func(t *testing.T, data []byte) {

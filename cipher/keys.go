@@ -73,6 +73,7 @@ type Keys struct {
 	all       []*masterKey // current first, then older keys in keyring order
 	layout    Layout
 	log2Block uint8
+	nameKey   []byte // the vault's name key (FlagEncryptedNames), nil with plaintext names
 	rand      io.Reader // crypto/rand.Reader except in tests that pin vectors
 }
 
@@ -138,6 +139,12 @@ func newKeyring(masters [][]byte, blockSize int, rng io.Reader) (*Keys, error) {
 	k.masterKey = k.all[0]
 	return k, nil
 }
+
+// NameKey is the vault's 32-byte name key, from which the name encryption
+// subkeys are derived (fs/names); nil when the vault keeps plaintext names.
+// Unlike the master keys it never changes: a rotation would otherwise have to
+// rename every object.
+func (k *Keys) NameKey() []byte { return k.nameKey }
 
 // CurrentKeyID is the id of the master key NewFile uses.
 func (k *Keys) CurrentKeyID() KeyID { return KeyID(k.keyID) }

@@ -732,6 +732,7 @@ func TestKeyringEveryHeaderByteFlip(t *testing.T) {
 // flag is flipped (by an editor that fixed the checksum) does not open.
 // A vault made without it has no name key, as before the flag existed.
 func TestConfigV2EncryptedNames(t *testing.T) {
+	AllowWeakKDFForTests(t)
 	plain, err := newVault(rand.Reader, Passphrase(testPass), TestKDF, MinBlockSize, true, false)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // Object user metadata keys (x-amz-meta-* on S3). Values are decimal except
@@ -150,6 +151,10 @@ type attr struct {
 	// xattr is the stored, sealed extended attributes ("" if none).
 	xattr string
 	size  int64 // plaintext size (files, symlinks)
+	// lmeta is the names layer's metadata of the entry (a directory's
+	// sealed id, a shortened entry's full name): every metadata write keeps
+	// it (names.Keep).
+	lmeta map[string]string
 	// info is the stored object (file, symlink, or directory marker). An
 	// empty Key means none: a directory without marker, or a file created
 	// but not yet synced.
@@ -181,6 +186,9 @@ func (a attr) meta() map[string]string {
 	}
 	if a.xattr != "" {
 		m[metaXattr] = a.xattr
+	}
+	for k, v := range a.lmeta {
+		m[k] = v
 	}
 	return m
 }
@@ -245,6 +253,7 @@ func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 		}
 	}
 	a.xattr = info.Metadata[metaXattr]
+	a.lmeta = names.Keep(info.Metadata)
 	// A listed object (no metadata yet) of size 0 may be a special file:
 	// its size is not a layout error until a HEAD says it is a file.
 	if !isDir && !a.kind.special() && (info.Metadata != nil || info.Size != 0) {
@@ -317,6 +326,10 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	}
 	if !errors.Is(fileErr, backend.ErrNotFound) {
 		return attr{}, fileErr
+	}
+	if f.names.Encrypted() {
+		// A directory is its marker, which holds its id.
+		return attr{}, backend.ErrNotFound
 	}
 	found, err := f.hasChildren(ctx, key+"/")
 	if err != nil {

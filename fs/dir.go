@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // Dir is a directory: the key prefix "<path>/" (empty for the root).
@@ -27,6 +28,11 @@ type Dir struct {
 	// listedAt plus the TTL, for st_nlink. Guarded by attrs.mu.
 	subdirs  int
 	listedAt time.Time
+
+	// loc is where the entries are stored with encrypted names (the
+	// directory's id) and at the root; location() derives it from the path
+	// otherwise. Guarded by attrs.mu.
+	loc names.Dir
 }
 
 // nlink is the directory's st_nlink: 2 plus its subdirectories when a
@@ -73,23 +79,23 @@ func fillNlink(ch *gofs.Inode, out *fuse.Attr) {
 func (d *Dir) nodeKind() kind { return kindDir }
 func (d *Dir) refresh(a attr) { d.set(a) }
 
-// prefix is the key prefix of the directory's children.
-func (d *Dir) prefix() string {
-	p := keyOf(&d.Inode)
-	if p == "" {
+// markerKey is the key of the directory's marker ("" for the root, which
+// has none).
+func (d *Dir) markerKey() string {
+	if d.IsRoot() {
 		return ""
 	}
-	return p + "/"
+	return keyOf(&d.Inode) + "/"
 }
 
 // Lookup finds a child: a node that is open here (possibly not stored yet)
 // first, then the attribute cache filled by Readdir, then the store.
 func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	pfx := d.prefix()
-	if len(name) > d.fsys.maxName {
+	f := d.fsys
+	if len(name) > f.maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
-	if reserved(pfx, name) || !validName(name) {
+	if reserved(d.location().Prefix, name) || !validName(name) {
 		return nil, syscall.ENOENT
 	}
 	if ch := d.GetChild(name); ch != nil {
@@ -100,19 +106,28 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 			}
 		}
 	}
-	a, err := d.fsys.lookupKey(ctx, pfx+name)
+	e, err := d.entry(name)
 	if err != nil {
-		return nil, d.fsys.errno("lookup", pfx+name, err)
+		return nil, syscall.ENAMETOOLONG
 	}
-	ch := d.newChild(ctx, name, a)
-	d.fsys.entryOut(a, out)
+	a, err := f.lookupKey(ctx, e.Key)
+	if err != nil {
+		return nil, f.errno("lookup", e.Key, err)
+	}
+	ch, err := d.newChild(ctx, name, a)
+	if err != nil {
+		f.log.Error("lookup: directory marker without a valid id", "object", e.Key+"/", "err", err)
+		return nil, syscall.EIO
+	}
+	f.entryOut(a, out)
 	fillNlink(ch, &out.Attr)
 	return ch, 0
 }
 
 // listed is one entry of a directory listing.
 type listed struct {
-	name string
+	name string // "" until a shortened segment's metadata is known
+	seg  string // the key segment: the name, or its encrypted form
 	a    attr
 	stat bool // attributes still need a HEAD
 	// obj is the listed object (files and symlinks), for the index.
@@ -129,20 +144,35 @@ type listed struct {
 func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	f := d.fsys
 	ctx = detach(ctx)
-	pfx := d.prefix()
+	loc := d.location()
+	pfx := loc.Prefix
 	mark := f.idx.begin()
 	started := time.Now()
 	idxc := make(chan map[string]idxEntry, 1)
 	go func() { idxc <- f.idx.load(ctx, pfx) }()
 	var ents []listed
-	index := map[string]int{}
+	index := map[string]int{} // by key segment
+	// name decodes a listed segment; "" (and true) when a shortened
+	// segment's name must wait for its metadata, false to skip the entry.
+	name := func(key, seg string) (string, bool) {
+		n, err := f.names.Name(loc, seg, "")
+		switch {
+		case errors.Is(err, names.ErrNeedMeta):
+			return "", true
+		case err != nil:
+			f.log.Warn("listing: an entry's name does not decrypt in this directory (copied from another directory or vault, or tampered with): not listed", "object", key, "err", err)
+			return "", false
+		}
+		return n, validName(n) && !reserved(pfx, n)
+	}
 	err := f.store.List(ctx, pfx, "/", func(obj *backend.ObjectInfo, p string) error {
 		if obj != nil {
 			if obj.Key == pfx {
 				return nil // our own marker
 			}
-			name := strings.TrimPrefix(obj.Key, pfx)
-			if !validName(name) || reserved(pfx, name) {
+			seg := strings.TrimPrefix(obj.Key, pfx)
+			n, ok := name(obj.Key, seg)
+			if !ok {
 				return nil
 			}
 			o := *obj
@@ -151,24 +181,25 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			if ok && cached.info.ETag == obj.ETag {
 				a = cached
 			}
-			index[name] = len(ents)
-			ents = append(ents, listed{name: name, a: a, stat: !ok || cached.info.ETag != obj.ETag, obj: &o})
+			index[seg] = len(ents)
+			ents = append(ents, listed{name: n, seg: seg, a: a, stat: !ok || cached.info.ETag != obj.ETag, obj: &o})
 			return nil
 		}
-		name := strings.TrimSuffix(strings.TrimPrefix(p, pfx), "/")
-		if !validName(name) || reserved(pfx, name) {
+		seg := strings.TrimSuffix(strings.TrimPrefix(p, pfx), "/")
+		n, ok := name(p, seg)
+		if !ok {
 			return nil
 		}
 		a, ok := f.cache.get(p)
 		if !ok {
 			a = f.implicitDir(p)
 		}
-		e := listed{name: name, a: a, stat: !ok}
-		if i, dup := index[name]; dup {
+		e := listed{name: n, seg: seg, a: a, stat: !ok}
+		if i, dup := index[seg]; dup {
 			ents[i] = e // a directory hides a file of the same name
 			return nil
 		}
-		index[name] = len(ents)
+		index[seg] = len(ents)
 		ents = append(ents, e)
 		return nil
 	})
@@ -181,15 +212,21 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	heads := f.statAll(ctx, pfx, ents)
 	f.log.Debug("readdir", "dir", pfx, "entries", len(ents), "index_entries", len(stored), "from_index", hits, "heads", heads)
 	f.indexListing(pfx, mark, ents, stored)
+	if f.names.Encrypted() {
+		f.checkEncrypted(loc, ents)
+	}
 
 	// Files created here but not stored yet are part of the directory too.
+	byName := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		byName[e.name] = true
+	}
 	for name, ch := range d.Children() {
-		if _, ok := index[name]; ok {
+		if byName[name] {
 			continue
 		}
 		if fl, ok := ch.Operations().(*File); ok {
 			if a, open := fl.openAttr(); open {
-				index[name] = len(ents)
 				ents = append(ents, listed{name: name, a: a})
 			}
 		}
@@ -204,8 +241,8 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	out = append(out, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: pino})
 	subdirs := 0
 	for _, e := range ents {
-		if e.a.kind == 0 {
-			continue // vanished between the listing and its HEAD
+		if e.a.kind == 0 || e.name == "" {
+			continue // vanished between the listing and its HEAD, or not a name of this directory
 		}
 		if e.a.kind == kindDir {
 			subdirs++
@@ -220,6 +257,35 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	d.setSubdirs(subdirs, started)
 	return gofs.NewListDirStream(out), 0
+}
+
+// checkEncrypted finishes the entries of an encrypted-name listing: a
+// shortened segment gets its name from the metadata its HEAD or the index
+// gave, and a subdirectory whose marker does not hold an id sealed for this
+// place (a marker copied from elsewhere) is dropped, with a log line naming
+// the object either way.
+func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
+	for i := range ents {
+		e := &ents[i]
+		if e.a.kind == 0 {
+			continue
+		}
+		key := loc.Prefix + e.seg
+		if e.name == "" {
+			n, err := f.names.Name(loc, e.seg, e.a.lmeta[names.MetaLongName])
+			if err != nil || !validName(n) {
+				f.log.Warn("listing: a shortened entry's full name is missing or does not decrypt here: not listed", "object", key, "err", err)
+				continue
+			}
+			e.name = n
+		}
+		if e.a.kind == kindDir {
+			if _, err := f.names.Child(loc, e.name, e.a.info.Metadata); err != nil {
+				f.log.Warn("listing: a directory marker does not hold an id for this place: not listed", "object", key+"/", "err", err)
+				e.name = ""
+			}
+		}
+	}
 }
 
 // fromIndex takes the attributes of listed files and symlinks that still
@@ -237,7 +303,7 @@ func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
 		if !e.stat || e.obj == nil {
 			continue
 		}
-		ie, ok := ix[e.name]
+		ie, ok := ix[e.seg]
 		if !ok || !ie.matches(e.obj) {
 			continue
 		}
@@ -245,7 +311,7 @@ func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
 		info.Metadata = ie.meta()
 		e.a = f.attrFromObject(info, false)
 		e.stat = false
-		f.cache.put(pfx+e.name, e.a, f.ttl)
+		f.cache.put(pfx+e.seg, e.a, f.ttl)
 		n++
 	}
 	return n
@@ -253,7 +319,7 @@ func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
 
 // indexListing hands the index what this listing learned: entries HEADed
 // (with the listing's LastModified when the HEAD saw the listed object) and
-// names the stored index has that the listing does not.
+// segments the stored index has that the listing does not.
 func (f *FS) indexListing(pfx string, mark uint64, ents []listed, stored map[string]idxEntry) {
 	set := map[string]idxEntry{}
 	seen := make(map[string]bool, len(ents))
@@ -261,7 +327,7 @@ func (f *FS) indexListing(pfx string, mark uint64, ents []listed, stored map[str
 		if e.obj == nil || e.a.kind == 0 {
 			continue
 		}
-		seen[e.name] = true
+		seen[e.seg] = true
 		if !e.stat || e.a.info.Metadata == nil {
 			continue // not HEADed here, or the HEAD failed
 		}
@@ -270,7 +336,7 @@ func (f *FS) indexListing(pfx string, mark uint64, ents []listed, stored map[str
 			lm = e.obj.LastModified
 		}
 		if ie, ok := entryFromStored(e.a.info, e.a.info.Metadata, lm); ok {
-			set[e.name] = ie
+			set[e.seg] = ie
 		}
 	}
 	var gone []string
@@ -300,7 +366,7 @@ func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) int {
 		go func(e *listed) {
 			defer func() { <-sem; wg.Done() }()
 			isDir := e.a.kind == kindDir
-			key := pfx + e.name
+			key := pfx + e.seg
 			if isDir {
 				key += "/"
 			}
@@ -309,7 +375,7 @@ func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) int {
 			case err == nil:
 				e.a = f.attrFromObject(info, isDir)
 			case errors.Is(err, backend.ErrNotFound):
-				if !isDir {
+				if !isDir || f.names.Encrypted() {
 					e.a.kind = 0
 					return
 				}
@@ -330,7 +396,7 @@ func (d *Dir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut
 	if !d.IsRoot() && d.stale(d.fsys.ttl) {
 		key := keyOf(&d.Inode)
 		a, err := d.fsys.lookupKey(ctx, key)
-		if err == nil && a.kind == kindDir {
+		if err == nil && a.kind == kindDir && (!d.fsys.names.Encrypted() || a.lmeta[names.MetaDirID] == d.get().lmeta[names.MetaDirID]) {
 			d.set(a)
 		}
 	}
@@ -360,7 +426,7 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 		d.set(a)
 	default:
 		ctx = detach(ctx)
-		key := d.prefix()
+		key := d.markerKey()
 		var info backend.ObjectInfo
 		var err error
 		if a.info.Key != "" {
@@ -392,23 +458,33 @@ func (d *Dir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 // directory's mode and owner.
 func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	f := d.fsys
-	pfx := d.prefix()
 	if f.ro {
 		return nil, syscall.EROFS
 	}
-	if errno := f.checkNew(pfx, name); errno != 0 {
+	e, errno := d.checkNew(name)
+	if errno != 0 {
 		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
 	a := attr{kind: kindDir, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now(), ino: newIno()}
-	key := pfx + name + "/"
+	loc, lmeta, err := f.names.NewDir(d.location(), name)
+	if err != nil {
+		return nil, f.errno("mkdir", e.Key, err)
+	}
+	a.lmeta = withLong(lmeta, e)
+	key := e.Key + "/"
 	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
 	if err != nil {
 		return nil, f.errno("mkdir", key, err)
 	}
+	if info.Metadata == nil {
+		info.Metadata = a.meta()
+	}
 	a.info = info
 	f.cache.put(key, a, f.ttl)
-	ch := d.newChild(ctx, name, a)
+	dd := &Dir{fsys: f, loc: loc}
+	dd.set(a)
+	ch := d.newNode(ctx, name, dd, a)
 	if dd, ok := ch.Operations().(*Dir); ok {
 		dd.setSubdirs(0, time.Now()) // empty: nothing can be under a new marker's prefix
 	}
@@ -422,16 +498,16 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 // Until then it exists only in this mount.
 func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	f := d.fsys
-	pfx := d.prefix()
 	if f.ro {
 		return nil, nil, 0, syscall.EROFS
 	}
-	if errno := f.checkNew(pfx, name); errno != 0 {
+	e, errno := d.checkNew(name)
+	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	uid, gid := f.callerOwner(ctx)
-	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now(), ino: newIno()}
-	key := pfx + name
+	a := attr{kind: kindFile, mode: mode & 0o7777, uid: uid, gid: gid, mtime: time.Now(), ino: newIno(), lmeta: withLong(nil, e)}
+	key := e.Key
 	fl := &File{fsys: f}
 	fl.set(a)
 	fl.cf = f.engine.Create(key, a.meta())
@@ -478,16 +554,16 @@ func (d *Dir) Link(ctx context.Context, target gofs.InodeEmbedder, name string, 
 // type=symlink.
 func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	f := d.fsys
-	pfx := d.prefix()
 	if f.ro {
 		return nil, syscall.EROFS
 	}
-	if errno := f.checkNew(pfx, name); errno != 0 {
+	e, errno := d.checkNew(name)
+	if errno != 0 {
 		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
-	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target)), ino: newIno()}
-	key := pfx + name
+	a := attr{kind: kindSymlink, mode: 0o777, uid: uid, gid: gid, mtime: time.Now(), size: int64(len(target)), ino: newIno(), lmeta: withLong(nil, e)}
+	key := e.Key
 	ctx = detach(ctx)
 	cf := f.engine.Create(key, a.meta())
 	if _, err := cf.WriteAt(ctx, []byte(target), 0); err != nil {
@@ -514,7 +590,11 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 	if f.ro {
 		return syscall.EROFS
 	}
-	key := d.prefix() + name
+	e, err := d.entry(name)
+	if err != nil {
+		return syscall.ENOENT
+	}
+	key := e.Key
 	var fl *File
 	if ch := d.GetChild(name); ch != nil {
 		fl, _ = ch.Operations().(*File)
@@ -539,14 +619,22 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if f.ro {
 		return syscall.EROFS
 	}
-	key := d.prefix() + name + "/"
+	e, err := d.entry(name)
+	if err != nil {
+		return syscall.ENOENT
+	}
+	key := e.Key + "/"
 	if ch := d.GetChild(name); ch != nil {
 		if cd, ok := ch.Operations().(*Dir); ok && cd.hasPending() {
 			return syscall.ENOTEMPTY
 		}
 	}
 	ctx = detach(ctx)
-	found, err := f.hasChildren(ctx, key)
+	loc, errno := d.subdirLoc(ctx, name, e.Key)
+	if errno != 0 {
+		return errno
+	}
+	found, err := f.hasChildren(ctx, loc.Prefix)
 	if err != nil {
 		return f.errno("rmdir", key, err)
 	}
@@ -558,8 +646,49 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	d.addSubdirs(-1)
 	f.cache.del(key)
-	f.idx.deleteIndex(ctx, key)
+	f.idx.deleteIndex(ctx, loc.Prefix)
 	return 0
+}
+
+// subdirLoc is where the entries of d's subdirectory name (stored at key)
+// live: the child node's location if it is known here, else from its
+// marker.
+func (d *Dir) subdirLoc(ctx context.Context, name, key string) (names.Dir, syscall.Errno) {
+	f := d.fsys
+	if !f.names.Encrypted() {
+		return names.Dir{Prefix: key + "/"}, 0
+	}
+	if ch := d.GetChild(name); ch != nil {
+		if cd, ok := ch.Operations().(*Dir); ok {
+			return cd.location(), 0
+		}
+	}
+	a, err := f.lookupKey(ctx, key)
+	if err != nil {
+		return names.Dir{}, f.errno("lookup", key, err)
+	}
+	if a.kind != kindDir {
+		return names.Dir{}, syscall.ENOTDIR
+	}
+	loc, err := d.childLoc(name, a)
+	if err != nil {
+		f.log.Error("directory marker without a valid id", "object", key+"/", "err", err)
+		return names.Dir{}, syscall.EIO
+	}
+	return loc, 0
+}
+
+// withLong adds a shortened entry's full name to the names layer's
+// metadata m.
+func withLong(m map[string]string, e names.Entry) map[string]string {
+	if e.Long == "" {
+		return m
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[names.MetaLongName] = e.Long
+	return m
 }
 
 // hasPending reports whether a file created in this directory is open and
@@ -605,7 +734,7 @@ func (d *Dir) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) sysca
 	if d.IsRoot() {
 		d.fsys.idx.flushAll(detach(ctx))
 	} else {
-		d.fsys.idx.flush(detach(ctx), d.prefix())
+		d.fsys.idx.flush(detach(ctx), d.location().Prefix)
 	}
 	return 0
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // ConfigKey is the vault config object at the store root. The mount hides it
@@ -45,6 +46,9 @@ type Options struct {
 	// indexes rather than store names in plaintext; nil with a plaintext
 	// engine (--client-encryption=false) stores them as plaintext JSON.
 	Keys *cipher.Keys
+	// Names maps entries to object keys (fs/names); nil: plaintext names,
+	// keys that mirror paths.
+	Names *names.Layout
 	// NoIndex disables the attribute indexes: listings on a fresh mount
 	// then HEAD every entry.
 	NoIndex bool
@@ -95,6 +99,8 @@ type FS struct {
 	log       *slog.Logger
 	mountTime time.Time
 
+	names *names.Layout // the only builder of object keys
+
 	cache attrCache
 	reval revalidator
 	idx   *indexer
@@ -127,6 +133,10 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 		log:       opts.Logger,
 		mountTime: time.Now(),
 		open:      map[*File]struct{}{},
+		names:     opts.Names,
+	}
+	if f.names == nil {
+		f.names = names.Plain()
 	}
 	if f.ttl == 0 {
 		f.ttl = time.Second
@@ -151,7 +161,7 @@ func NewRoot(opts Options) (*Dir, *FS, error) {
 	if opts.WriteBack {
 		f.wb = newWriteBack(f, opts.WriteBackParallel, opts.WriteBackMaxBytes)
 	}
-	root := &Dir{fsys: f}
+	root := &Dir{fsys: f, loc: f.names.Root()}
 	f.keys = opts.Keys
 	root.attr = attr{kind: kindDir, mode: 0o755, uid: f.uid, gid: f.gid, mtime: f.mountTime, ino: 1}
 	return root, f, nil
@@ -239,7 +249,8 @@ func detach(ctx context.Context) context.Context {
 
 // reserved reports whether name may not be created in the directory with
 // key prefix dirPrefix: the vault config and the index namespace at the
-// root.
+// root of a plaintext-name vault (with encrypted names the root's entries
+// live under "d/", apart from both).
 func reserved(dirPrefix, name string) bool {
 	return dirPrefix == "" && (name == ConfigKey || name == IndexRoot)
 }
@@ -256,19 +267,24 @@ const (
 	maxKeyLen  = 1024
 )
 
-// checkNew vets name for a new entry in the directory with key prefix
-// dirPrefix: EPERM for the reserved root names, ENAMETOOLONG beyond the
-// limits, EINVAL for names no key can hold.
-func (f *FS) checkNew(dirPrefix, name string) syscall.Errno {
+// checkNew vets name for a new entry in d and returns where it is stored:
+// EPERM for the reserved root names, ENAMETOOLONG beyond the limits, EINVAL
+// for names no key can hold.
+func (d *Dir) checkNew(name string) (names.Entry, syscall.Errno) {
+	loc := d.location()
 	switch {
-	case reserved(dirPrefix, name):
-		return syscall.EPERM
-	case len(name) > f.maxName || len(dirPrefix)+len(name)+1 > maxKeyLen:
-		return syscall.ENAMETOOLONG
+	case reserved(loc.Prefix, name):
+		return names.Entry{}, syscall.EPERM
+	case len(name) > d.fsys.maxName:
+		return names.Entry{}, syscall.ENAMETOOLONG
 	case !validName(name):
-		return syscall.EINVAL
+		return names.Entry{}, syscall.EINVAL
 	}
-	return 0
+	e, err := d.fsys.names.Entry(loc, name)
+	if err != nil {
+		return names.Entry{}, syscall.ENAMETOOLONG
+	}
+	return e, 0
 }
 
 // cachedAttr is an attribute fetched from the store, trusted until exp;

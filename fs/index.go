@@ -14,6 +14,7 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // IndexRoot is the hidden namespace at the store root that holds the
@@ -89,6 +90,10 @@ type idxEntry struct {
 	Ino   uint64 `json:"i,omitempty"`
 	Dev   uint32 `json:"d,omitempty"`
 	Xattr string `json:"x,omitempty"`
+	// Long is a shortened entry's full encoded name (names.MetaLongName),
+	// so that a listing learns the name with no request; fs/names checks it
+	// against the segment it is listed under.
+	Long string `json:"n,omitempty"`
 }
 
 // Index kind codes, by metadata type.
@@ -144,6 +149,7 @@ func entryFromStored(info backend.ObjectInfo, meta map[string]string, lm time.Ti
 	if !lm.IsZero() {
 		e.LM = lm.UnixNano()
 	}
+	e.Long = meta[names.MetaLongName]
 	return e, true
 }
 
@@ -179,6 +185,9 @@ func (e idxEntry) meta() map[string]string {
 	}
 	if e.Xattr != "" {
 		m[metaXattr] = e.Xattr
+	}
+	if e.Long != "" {
+		m[names.MetaLongName] = e.Long
 	}
 	return m
 }

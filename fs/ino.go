@@ -142,8 +142,8 @@ func (t *inoTable) forget(ino uint64, node *gofs.Inode) {
 // under the number a.ino unless another live node holds it.
 func (d *Dir) newNode(ctx context.Context, name string, op gofs.InodeEmbedder, a attr) *gofs.Inode {
 	f := d.fsys
-	key := d.prefix() + name
-	ino := f.inos.claim(a.ino, key)
+	e, _ := d.entry(name)
+	ino := f.inos.claim(a.ino, e.Key)
 	ch := d.NewInode(ctx, op, gofs.StableAttr{Mode: a.kind.typeBits(), Ino: ino})
 	f.inos.register(ino, ch)
 	return ch

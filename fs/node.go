@@ -8,6 +8,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // node is what Dir, File and Symlink share: attributes kept from the store
@@ -51,9 +53,54 @@ func (s *attrs) stale(ttl time.Duration) bool {
 	return time.Since(s.fetched) >= ttl
 }
 
-// keyOf is the object key of a node: its path from the root.
+// keyOf is the object key of a node (for a directory, its marker's without
+// the trailing slash), which the names layer builds from the node's parent
+// directory and name; "" for the root and for a node no longer in the tree.
 func keyOf(n *gofs.Inode) string {
-	return n.Path(nil)
+	name, parent := n.Parent()
+	if parent == nil {
+		return ""
+	}
+	pd, ok := parent.Operations().(*Dir)
+	if !ok {
+		return ""
+	}
+	e, err := pd.entry(name)
+	if err != nil {
+		return ""
+	}
+	return e.Key
+}
+
+// orphan is the location of a directory no longer in the tree: a prefix no
+// object has, so listing it shows nothing.
+var orphan = names.Dir{Prefix: IndexRoot + "/\x00orphan/"}
+
+// location is where the directory's entries are stored. With plaintext
+// names it follows the path (a renamed directory's entries move with it);
+// with encrypted names it is the directory's id, which a rename keeps.
+func (d *Dir) location() names.Dir {
+	if d.fsys.names.Encrypted() || d.IsRoot() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.loc
+	}
+	k := keyOf(&d.Inode)
+	if k == "" {
+		return orphan
+	}
+	return names.Dir{Prefix: k + "/"}
+}
+
+// entry is where the entry name of d is stored.
+func (d *Dir) entry(name string) (names.Entry, error) {
+	return d.fsys.names.Entry(d.location(), name)
+}
+
+// childLoc is the location of d's subdirectory name whose marker has the
+// attributes a.
+func (d *Dir) childLoc(name string, a attr) (names.Dir, error) {
+	return d.fsys.names.Child(d.location(), name, a.info.Metadata)
 }
 
 // newChild returns the inode for name with attributes a, reusing the
@@ -61,11 +108,11 @@ func keyOf(n *gofs.Inode) string {
 // inode number (the same object, or a new version of it) so that an open
 // file keeps one inode (and one content.File) however often it is looked
 // up. An object replaced by another one (another number) gets a new node.
-func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
+func (d *Dir) newChild(ctx context.Context, name string, a attr) (*gofs.Inode, error) {
 	if ch := d.GetChild(name); ch != nil {
 		if n, ok := ch.Operations().(node); ok && n.nodeKind() == a.kind && n.storedIno() == a.ino {
 			n.refresh(a)
-			return ch
+			return ch, nil
 		}
 	}
 	var op gofs.InodeEmbedder
@@ -73,6 +120,13 @@ func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
 	case a.kind == kindDir:
 		dd := &Dir{fsys: d.fsys}
 		dd.set(a)
+		if d.fsys.names.Encrypted() {
+			loc, err := d.childLoc(name, a)
+			if err != nil {
+				return nil, err
+			}
+			dd.loc = loc
+		}
 		op = dd
 	case a.kind == kindSymlink:
 		s := &Symlink{fsys: d.fsys}
@@ -87,7 +141,7 @@ func (d *Dir) newChild(ctx context.Context, name string, a attr) *gofs.Inode {
 		fl.set(a)
 		op = fl
 	}
-	return d.newNode(ctx, name, op, a)
+	return d.newNode(ctx, name, op, a), nil
 }
 
 // entryOut fills a lookup/create answer.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // Rename moves a file, symlink or directory. A file is a server-side copy
@@ -38,12 +39,16 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 	if !ok {
 		return syscall.EXDEV
 	}
-	srcPfx, dstPfx := d.prefix(), nd.prefix()
-	if errno := f.checkNew(dstPfx, newName); errno != 0 {
+	de, errno := nd.checkNew(newName)
+	if errno != 0 {
 		return errno
 	}
+	se, err := d.entry(name)
+	if err != nil {
+		return syscall.ENOENT
+	}
 	ctx = detach(ctx)
-	srcKey, dstKey := srcPfx+name, dstPfx+newName
+	srcKey, dstKey := se.Key, de.Key
 	if srcKey == dstKey {
 		return 0
 	}
@@ -97,7 +102,17 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		if strings.HasPrefix(dstKey+"/", srcKey+"/") {
 			return syscall.EINVAL // into its own subtree
 		}
-		errno := f.renameDir(ctx, d, nd, src, name, newName, dstKind != 0)
+		for p := &nd.Inode; src != nil && p != nil; _, p = p.Parent() {
+			if p == src {
+				return syscall.EINVAL // into its own subtree
+			}
+		}
+		var errno syscall.Errno
+		if f.names.Encrypted() {
+			errno = f.moveDir(ctx, d, nd, src, name, newName, se, de, dstKind != 0)
+		} else {
+			errno = f.renameDir(ctx, d, nd, src, se.Key+"/", de.Key+"/", newName, dstKind != 0)
+		}
 		if errno == 0 {
 			d.addSubdirs(-1)
 			if dstKind == 0 {
@@ -106,11 +121,12 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		}
 		return errno
 	}
-	return f.renameObject(ctx, src, nd, srcKey, dstKey, newName)
+	return f.renameObject(ctx, src, nd, srcKey, de, newName)
 }
 
 // renameObject moves a file or symlink: sync, copy, delete.
-func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey, dstKey, newName string) syscall.Errno {
+func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey string, de names.Entry, newName string) syscall.Errno {
+	dstKey := de.Key
 	var fl *File
 	if src != nil {
 		fl, _ = src.Operations().(*File)
@@ -122,7 +138,7 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey,
 			return f.errno("rename", srcKey, err)
 		}
 	}
-	info, err := f.copyKeepIno(ctx, srcKey, dstKey)
+	info, err := f.copyKeepIno(ctx, srcKey, dstKey, de.Long)
 	if err != nil {
 		return f.errno("rename", srcKey, err)
 	}
@@ -142,6 +158,7 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey,
 	if fl != nil {
 		fl.mu.Lock()
 		fl.attr.info = info
+		fl.attr.lmeta = names.Keep(info.Metadata)
 		if fl.cf != nil {
 			fl.cf.SetKey(dstKey)
 			fl.cf.Refresh(info)
@@ -155,9 +172,7 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey,
 // renameDir copies every key under the source prefix to the target prefix
 // (at most copyPar copies in flight), then deletes the sources. Open files
 // under the source are synced first and follow the move.
-func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, newName string, dstExists bool) syscall.Errno {
-	srcPfx := d.prefix() + name + "/"
-	dstPfx := nd.prefix() + newName + "/"
+func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, srcPfx, dstPfx, newName string, dstExists bool) syscall.Errno {
 	if dstExists {
 		found, err := f.hasChildren(ctx, dstPfx)
 		if err != nil {
@@ -272,7 +287,7 @@ func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) 
 		go func(k string) {
 			defer func() { <-sem; wg.Done() }()
 			dst := dstPfx + strings.TrimPrefix(k, srcPfx)
-			info, err := f.copyKeepIno(ctx, k, dst)
+			info, err := f.copyKeepIno(ctx, k, dst, "")
 			if err != nil {
 				once.Do(func() { first = err; cancel() })
 				return
@@ -341,16 +356,27 @@ func (f *FS) indexRenamedDir(ctx context.Context, srcPfx string, keys []string, 
 // second, metadata-only copy of dst onto itself that keeps every other
 // value as it was (so no attribute this mount merely assumed is written).
 // From then on the object keeps its number like any other.
-func (f *FS) copyKeepIno(ctx context.Context, src, dst string) (backend.ObjectInfo, error) {
+//
+// long is the destination's full encoded name when its key segment is a
+// shortened one (names.Entry.Long): the copy carries it, and not the
+// source's, in the same second copy.
+func (f *FS) copyKeepIno(ctx context.Context, src, dst, long string) (backend.ObjectInfo, error) {
 	info, err := f.store.Copy(ctx, src, dst, backend.CopyOptions{})
 	if err != nil || info.Metadata == nil {
 		return info, err
 	}
-	if _, ok := info.Metadata[metaIno]; ok {
+	_, hasIno := info.Metadata[metaIno]
+	if hasIno && info.Metadata[names.MetaLongName] == long {
 		return info, nil
 	}
 	meta := maps.Clone(info.Metadata)
-	meta[metaIno] = strconv.FormatUint(keyIno(src), 10)
+	if !hasIno {
+		meta[metaIno] = strconv.FormatUint(keyIno(src), 10)
+	}
+	delete(meta, names.MetaLongName)
+	if long != "" {
+		meta[names.MetaLongName] = long
+	}
 	again, err := f.store.Copy(ctx, dst, dst, backend.CopyOptions{ReplaceMetadata: true, Metadata: meta})
 	if err != nil {
 		// The move itself succeeded; only the number will change.
@@ -358,4 +384,79 @@ func (f *FS) copyKeepIno(ctx context.Context, src, dst string) (backend.ObjectIn
 		return info, nil
 	}
 	return again, nil
+}
+
+// moveDir renames a directory of an encrypted-name vault: its entries live
+// under its id, which the rename keeps, so only the marker moves, in a
+// constant number of requests whatever lies beneath (a Stat, a Copy carrying
+// the id sealed for its new place, a Delete). A crash between the Copy and
+// the Delete leaves both markers, naming the same directory: every entry is
+// reachable under both names, none is lost (docs/SEMANTICS.md).
+func (f *FS) moveDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, newName string, se, de names.Entry, dstExists bool) syscall.Errno {
+	srcMarker, dstMarker := se.Key+"/", de.Key+"/"
+	loc, errno := d.subdirLoc(ctx, name, se.Key)
+	if errno != 0 {
+		return errno
+	}
+	var replaced names.Dir
+	if dstExists {
+		if ch := nd.GetChild(newName); ch != nil {
+			if dd, ok := ch.Operations().(*Dir); ok && dd.hasPending() {
+				return syscall.ENOTEMPTY
+			}
+		}
+		if replaced, errno = nd.subdirLoc(ctx, newName, de.Key); errno != 0 {
+			return errno
+		}
+		found, err := f.hasChildren(ctx, replaced.Prefix)
+		if err != nil {
+			return f.errno("rename", dstMarker, err)
+		}
+		if found {
+			return syscall.ENOTEMPTY
+		}
+	}
+	lmeta, err := f.names.MoveDir(loc, nd.location(), newName)
+	if err != nil {
+		return f.errno("rename", srcMarker, err)
+	}
+	info, err := f.store.Stat(ctx, srcMarker)
+	if err != nil {
+		return f.errno("rename", srcMarker, err)
+	}
+	meta := maps.Clone(info.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	delete(meta, names.MetaLongName)
+	for k, v := range withLong(lmeta, de) {
+		meta[k] = v
+	}
+	if _, ok := meta[metaIno]; !ok {
+		meta[metaIno] = strconv.FormatUint(keyIno(srcMarker), 10)
+	}
+	moved, err := f.store.Copy(ctx, srcMarker, dstMarker, backend.CopyOptions{ReplaceMetadata: true, Metadata: meta})
+	if err != nil {
+		return f.errno("rename", srcMarker, err)
+	}
+	if moved.Metadata == nil {
+		moved.Metadata = meta
+	}
+	if err := f.store.Delete(ctx, srcMarker); err != nil {
+		return f.errno("rename", srcMarker, err)
+	}
+	f.cache.del(srcMarker, dstMarker, se.Key, de.Key)
+	if dstExists && !replaced.Equal(loc) {
+		f.idx.deleteIndex(ctx, replaced.Prefix)
+	}
+	if src != nil {
+		if sd, ok := src.Operations().(*Dir); ok {
+			a := sd.get()
+			a.info = moved
+			a.lmeta = names.Keep(meta)
+			sd.set(a)
+			f.cache.put(dstMarker, a, f.ttl)
+		}
+	}
+	return 0
 }

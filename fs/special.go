@@ -32,8 +32,8 @@ func (s *Special) refresh(a attr) { s.set(a) }
 // mknodSpecial stores the special file name of kind k in d.
 func (d *Dir) mknodSpecial(ctx context.Context, name string, k kind, mode, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	f := d.fsys
-	pfx := d.prefix()
-	if errno := f.checkNew(pfx, name); errno != 0 {
+	e, errno := d.checkNew(name)
+	if errno != 0 {
 		return nil, errno
 	}
 	uid, gid := f.callerOwner(ctx)
@@ -41,7 +41,8 @@ func (d *Dir) mknodSpecial(ctx context.Context, name string, k kind, mode, dev u
 	if k == kindChar || k == kindBlock {
 		a.dev = dev
 	}
-	key := pfx + name
+	a.lmeta = withLong(nil, e)
+	key := e.Key
 	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
 	if err != nil {
 		return nil, f.errno("mknod", key, err)

@@ -302,7 +302,7 @@ func (d *Dir) storeAttr(ctx context.Context, a attr) syscall.Errno {
 		return 0
 	}
 	ctx = detach(ctx)
-	key := d.prefix()
+	key := d.markerKey()
 	var info backend.ObjectInfo
 	var err error
 	if a.info.Key != "" {

@@ -22,6 +22,7 @@ type initFlags struct {
 	newKeyFile string
 	blockSize  byteSize
 	noRecovery bool
+	plainNames bool
 	kmsKeyID   string
 	kms        kmsFlags
 }
@@ -34,6 +35,7 @@ func newInitCommand() *cobra.Command {
 	vault := newGroup("Vault")
 	f.blockSize = byteSize(cipher.DefaultBlockSize)
 	vault.fs.Var(&f.blockSize, "block-size", "plaintext bytes per encrypted block: a power of two from 4KiB to 1MiB")
+	vault.fs.BoolVar(&f.plainNames, "plaintext-names", false, "keep file and directory names readable in the store (keys mirror paths, browsable by other S3 tools); by default names are encrypted")
 	vault.fs.BoolVar(&f.noRecovery, "no-recovery-key", false, "do not create a recovery key (by default one is printed once: it opens the vault if the passphrase or key file is lost)")
 	vault.fs.StringVar(&f.kmsKeyID, "kms-key-id", "", "also add a slot that this KMS key opens (no secret needed to mount); with no other secret option, the vault opens by KMS and the recovery key only")
 	f.kms.register(vault.fs)
@@ -102,7 +104,7 @@ func cmdInit(f *initFlags, spec string) error {
 			return err
 		}
 	}
-	opts := vault.InitOptions{BlockSize: int(blockSize), NoRecoveryKey: f.noRecovery, KMSKeyID: f.kmsKeyID}
+	opts := vault.InitOptions{BlockSize: int(blockSize), NoRecoveryKey: f.noRecovery, KMSKeyID: f.kmsKeyID, EncryptNames: !f.plainNames}
 	switch {
 	case kmsOnly:
 	case s.keyFile:

@@ -30,6 +30,7 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/cache"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
 	"github.com/s3cryptfs/s3cryptfs/internal/vault"
 )
@@ -510,10 +511,16 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if ttl <= 0 {
 		ttl = -1 // fs.Options: negative = no caching (0 would mean the default)
 	}
+	layout := names.Plain()
+	if keys != nil && keys.NameKey() != nil {
+		if layout, err = names.New(keys.NameKey()); err != nil {
+			return err
+		}
+	}
 	root, fsys, err := fs.NewRoot(fs.Options{
-		Store: st, Engine: eng, Keys: keys, ReadOnly: m.readOnly, NoXattrs: m.noXattrs,
+		Store: st, Engine: eng, Keys: keys, Names: layout, ReadOnly: m.readOnly, NoXattrs: m.noXattrs,
 		UID: uid, GID: gid, AttrTimeout: ttl, Logger: log,
-		MaxNameLen: maxNameLen(spec),
+		MaxNameLen: maxNameLen(spec, layout),
 		WriteBack:  m.writeBack, WriteBackParallel: m.wbParallel, WriteBackMaxBytes: int64(m.wbMax),
 	})
 	if err != nil {
@@ -643,8 +650,8 @@ func setKernelReadahead(mnt string, log *slog.Logger) {
 
 // maxNameLen is the longest file name the store can hold: 255 bytes on S3
 // (the Linux limit), 251 on the local store (it appends a 4-byte suffix).
-func maxNameLen(spec string) int {
-	if isS3(spec) {
+func maxNameLen(spec string, layout *names.Layout) int {
+	if isS3(spec) || layout.Encrypted() { // encrypted names: every key segment is short
 		return 255
 	}
 	return 251

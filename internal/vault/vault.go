@@ -390,6 +390,9 @@ type InitOptions struct {
 	KMSKeyID string
 	KMS      KMS
 	Key      string // the config object's name; empty means ConfigKey
+	// EncryptNames makes a vault whose entry names are encrypted (its
+	// keyring holds a name key; fs/names).
+	EncryptNames bool
 }
 
 // Init creates a vault: a new version-2 config with a slot for
@@ -427,7 +430,11 @@ func Init(ctx context.Context, store backend.Store, opts InitOptions) (*Vault, s
 		first = cipher.RecoveryKey(recovery)
 		recovery = nil
 	}
-	u, err := cipher.NewVault(first, opts.KDF, opts.BlockSize)
+	newVault := cipher.NewVault
+	if opts.EncryptNames {
+		newVault = cipher.NewVaultEncryptedNames
+	}
+	u, err := newVault(first, opts.KDF, opts.BlockSize)
 	if err != nil {
 		return nil, "", fmt.Errorf("vault: init: %w", err)
 	}

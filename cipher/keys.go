@@ -73,7 +73,7 @@ type Keys struct {
 	all       []*masterKey // current first, then older keys in keyring order
 	layout    Layout
 	log2Block uint8
-	nameKey   []byte // the vault's name key (FlagEncryptedNames), nil with plaintext names
+	nameKey   []byte    // the vault's name key (FlagEncryptedNames), nil with plaintext names
 	rand      io.Reader // crypto/rand.Reader except in tests that pin vectors
 }
 

@@ -30,8 +30,8 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/cache"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
-	"github.com/s3cryptfs/s3cryptfs/fs/names"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 	"github.com/s3cryptfs/s3cryptfs/internal/vault"
 )
 

@@ -20,6 +20,9 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/backend/local"
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs"
+	fsnames "github.com/s3cryptfs/s3cryptfs/fs/names"
 	"github.com/s3cryptfs/s3cryptfs/internal/miniotest"
 )
 
@@ -62,6 +65,10 @@ type store struct {
 	dir    string // local
 	srv    *miniotest.Server
 	bucket string
+
+	// layout is the vault's names layer, learned on the first raw access
+	// (nil: not yet; fsnames.Plain() for plaintext names).
+	layout *fsnames.Layout
 }
 
 // newStore makes an empty store of the given kind.
@@ -240,6 +247,7 @@ func isMounted(dir string) bool {
 // the bare SDK for MinIO, the local store's own reader for a directory.
 func (st *store) raw(t *testing.T, key string) []byte {
 	t.Helper()
+	key = st.key(t, key)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -273,6 +281,7 @@ func (st *store) raw(t *testing.T, key string) []byte {
 // rawMaybe is raw without failing: nil if the object is missing.
 func (st *store) rawMaybe(t *testing.T, key string) []byte {
 	t.Helper()
+	key = st.key(t, key)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -300,6 +309,7 @@ func (st *store) rawMaybe(t *testing.T, key string) []byte {
 // corrupt flips one byte of the object's data at offset off.
 func (st *store) corrupt(t *testing.T, key string, off int) {
 	t.Helper()
+	key = st.key(t, key)
 	if st.kind == "local" {
 		p := filepath.Join(st.dir, strings.ReplaceAll(key, "/", ".dir/")+".obj")
 		b, err := os.ReadFile(p)
@@ -331,6 +341,12 @@ func (st *store) corrupt(t *testing.T, key string, off int) {
 // rawMeta returns an object's user metadata as the store holds it.
 func (st *store) rawMeta(t *testing.T, key string) map[string]string {
 	t.Helper()
+	return st.rawMetaKey(t, st.key(t, key))
+}
+
+// rawMetaKey is rawMeta of an object key (no path mapping).
+func (st *store) rawMetaKey(t *testing.T, key string) map[string]string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -355,6 +371,7 @@ func (st *store) rawMeta(t *testing.T, key string) map[string]string {
 // another S3 tool would (a server-side copy keeps the user metadata).
 func (st *store) copyRaw(t *testing.T, src, dst string) {
 	t.Helper()
+	src, dst = st.key(t, src), st.key(t, dst)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -372,4 +389,67 @@ func (st *store) copyRaw(t *testing.T, src, dst string) {
 	if _, err := ls.Copy(ctx, src, dst, backend.CopyOptions{}); err != nil {
 		t.Fatalf("raw copy %s %s: %v", src, dst, err)
 	}
+}
+
+// key maps a path of the vault ("a/b", a marker "a/b/") to its object key,
+// as the mount stores it: the path itself with plaintext names; through
+// fs/names with encrypted names, resolving each directory by its marker.
+// The vault's own objects (the config, the attribute indexes) and keys
+// already in the encrypted layout ("d/...") are returned as they are. The
+// vault must have been made with the test passphrase.
+func (st *store) key(t *testing.T, path string) string {
+	t.Helper()
+	if path == fs.ConfigKey || strings.HasPrefix(path, fs.IndexRoot) || strings.HasPrefix(path, fsnames.DirRoot) || strings.HasPrefix(path, "saved-") {
+		return path
+	}
+	l := st.nameLayout(t)
+	if !l.Encrypted() {
+		return path
+	}
+	marker := strings.HasSuffix(path, "/")
+	comps := strings.Split(strings.TrimSuffix(path, "/"), "/")
+	loc := l.Root()
+	for _, c := range comps[:len(comps)-1] {
+		e, err := l.Entry(loc, c)
+		if err != nil {
+			t.Fatalf("key of %s: %v", path, err)
+		}
+		if loc, err = l.Child(loc, c, st.rawMetaKey(t, e.Key+"/")); err != nil {
+			t.Fatalf("key of %s: directory %s: %v", path, c, err)
+		}
+	}
+	e, err := l.Entry(loc, comps[len(comps)-1])
+	if err != nil {
+		t.Fatalf("key of %s: %v", path, err)
+	}
+	if marker {
+		return e.Key + "/"
+	}
+	return e.Key
+}
+
+// names is the vault's names layer, from its config opened with the test
+// passphrase (once per store).
+func (st *store) nameLayout(t *testing.T) *fsnames.Layout {
+	t.Helper()
+	if st.layout != nil {
+		return st.layout
+	}
+	data := st.raw(t, fs.ConfigKey)
+	cfg, err := cipher.ParseConfig(data)
+	if err != nil {
+		t.Fatalf("vault config: %v", err)
+	}
+	st.layout = fsnames.Plain()
+	if !cfg.EncryptedNames() {
+		return st.layout
+	}
+	u, err := cfg.UnlockSecret(cipher.Passphrase([]byte(passphrase)))
+	if err != nil {
+		t.Fatalf("open the vault config with the test passphrase (to map paths to keys): %v", err)
+	}
+	if st.layout, err = fsnames.New(u.Keys().NameKey()); err != nil {
+		t.Fatal(err)
+	}
+	return st.layout
 }

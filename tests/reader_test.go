@@ -39,6 +39,7 @@ func (st *store) reader(t *testing.T, cmd string, extra []string, operands ...st
 // by another tool"), with meta as its user metadata.
 func (st *store) rawPut(t *testing.T, key string, data []byte, meta map[string]string) {
 	t.Helper()
+	key = st.key(t, key)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -106,7 +107,9 @@ func (st *store) verifyJSON(t *testing.T) (verifyReport, result) {
 // exit status is 1.
 func TestVerify(t *testing.T) {
 	eachStore(t, func(t *testing.T, st *store) {
-		st.init(t)
+		// Damage is planted by path: keys that mirror paths
+		// (TestVerifyEncryptedNames covers the encrypted layout).
+		st.init(t, "--plaintext-names")
 		m := st.mount(t)
 		bs := cipher.DefaultBlockSize
 		if err := os.MkdirAll(m.path("d/e"), 0o755); err != nil {
@@ -132,7 +135,7 @@ func TestVerify(t *testing.T) {
 
 		// Another vault's object (same passphrase, other master key).
 		other := newStore(t, st.kind)
-		other.init(t)
+		other.init(t, "--plaintext-names")
 		om := other.mount(t)
 		putFile(t, om.path("x"), []byte("from the other vault"), 0o644)
 		om.unmount()
@@ -235,12 +238,28 @@ func snapshot(t *testing.T, root string) map[string]string {
 	return out
 }
 
+// eachLayout runs fn on a new vault of each store, once with encrypted
+// names (the default) and once with --plaintext-names.
+func eachLayout(t *testing.T, fn func(t *testing.T, st *store)) {
+	for _, layout := range []string{"encrypted-names", "plaintext-names"} {
+		t.Run(layout, func(t *testing.T) {
+			eachStore(t, func(t *testing.T, st *store) {
+				if layout == "plaintext-names" {
+					st.init(t, "--plaintext-names")
+				} else {
+					st.init(t)
+				}
+				fn(t, st)
+			})
+		})
+	}
+}
+
 // TestGetCatLs: get of the whole tree and of a subtree equals what the
 // mount shows (content, modes, mtimes, symlinks); it refuses to overwrite
 // without --force; cat pipes a file's exact bytes; ls shows the entries.
 func TestGetCatLs(t *testing.T) {
-	eachStore(t, func(t *testing.T, st *store) {
-		st.init(t)
+	eachLayout(t, func(t *testing.T, st *store) {
 		m := st.mount(t)
 		if err := os.MkdirAll(m.path("a/b/c"), 0o755); err != nil {
 			t.Fatal(err)

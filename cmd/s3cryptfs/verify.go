@@ -113,6 +113,11 @@ func runVerify(f *verifyFlags, spec, path string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	bad, err := v.Names(ctx, path)
+	if err != nil {
+		return fmt.Errorf("check the names: %w", err)
+	}
+	rep.Problems = append(rep.Problems, bad...)
 	if rep.Problems == nil {
 		rep.Problems = []vaultread.Problem{}
 	}

@@ -12,14 +12,38 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
-// Tree reads the names of a vault as a mount shows them.
+// Tree reads the names of a vault as a mount shows them, through the same
+// names layer (fs/names): keys that mirror paths, or encrypted names under
+// per-directory ids.
 type Tree struct {
 	Store backend.Store
 	Keys  *cipher.Keys // nil: plaintext vault
 	// Parallel bounds the HEAD requests in flight (DefaultParallel if 0).
 	Parallel int
+	// BadName, if set, is told of every listed key that is not a name of
+	// the directory it is listed in (encrypted names that do not
+	// authenticate there, a directory marker without a valid id); such
+	// entries are left out of listings either way.
+	BadName func(key string, err error)
+
+	once   sync.Once
+	layout *names.Layout
+	err    error
+}
+
+// Names is the vault's names layer: encrypted when its keys hold a name
+// key.
+func (t *Tree) Names() (*names.Layout, error) {
+	t.once.Do(func() {
+		t.layout = names.Plain()
+		if t.Keys != nil && t.Keys.NameKey() != nil {
+			t.layout, t.err = names.New(t.Keys.NameKey())
+		}
+	})
+	return t.layout, t.err
 }
 
 func (t *Tree) par() int {
@@ -27,6 +51,12 @@ func (t *Tree) par() int {
 		return t.Parallel
 	}
 	return DefaultParallel
+}
+
+func (t *Tree) badName(key string, err error) {
+	if t.BadName != nil {
+		t.BadName(key, err)
+	}
 }
 
 // entry builds the Entry of a stored object (Metadata filled by Stat).
@@ -46,31 +76,95 @@ func implicitDir(path string) Entry {
 	return Entry{Path: path, Attr: fs.ObjectAttr{Dir: true, Mode: 0o755}}
 }
 
-// Stat finds path ("" the root): a directory (a marker, or any key below
-// it: a directory wins over a file of the same name, as in a mount), a
-// file or a symlink.
+// splitPath splits "a/b/c" into "a/b" and "c" ("" and "a" for "a").
+func splitPath(p string) (string, string) {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
+}
+
+// dirLoc is where the entries of directory dir are stored, found by
+// walking from the root (one marker HEAD per level with encrypted names).
+func (t *Tree) dirLoc(ctx context.Context, dir string) (names.Dir, error) {
+	l, err := t.Names()
+	if err != nil {
+		return names.Dir{}, err
+	}
+	if !l.Encrypted() {
+		if dir == "" {
+			return names.Dir{}, nil
+		}
+		return names.Dir{Prefix: dir + "/"}, nil
+	}
+	loc := l.Root()
+	if dir == "" {
+		return loc, nil
+	}
+	done := ""
+	for _, comp := range strings.Split(dir, "/") {
+		done = strings.TrimPrefix(done+"/"+comp, "/")
+		e, err := l.Entry(loc, comp)
+		if err != nil {
+			return names.Dir{}, fmt.Errorf("%s: %w", done, err)
+		}
+		info, err := t.Store.Stat(ctx, e.Key+"/")
+		if errors.Is(err, backend.ErrNotFound) {
+			return names.Dir{}, fmt.Errorf("%s: %w", done, ErrNotFound)
+		}
+		if err != nil {
+			return names.Dir{}, err
+		}
+		if loc, err = l.Child(loc, comp, info.Metadata); err != nil {
+			return names.Dir{}, fmt.Errorf("%s (%s): %w", done, e.Key+"/", err)
+		}
+	}
+	return loc, nil
+}
+
+// Stat finds path ("" the root): a directory (a marker, or with plaintext
+// names any key below it: a directory wins over a file of the same name,
+// as in a mount), a file or a symlink.
 func (t *Tree) Stat(ctx context.Context, path string) (Entry, error) {
 	if path == "" {
 		return implicitDir(""), nil
 	}
-	if info, err := t.Store.Stat(ctx, path+"/"); err == nil {
+	l, err := t.Names()
+	if err != nil {
+		return Entry{}, err
+	}
+	parent, name := splitPath(path)
+	loc, err := t.dirLoc(ctx, parent)
+	if err != nil {
+		return Entry{}, err
+	}
+	ent, err := l.Entry(loc, name)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if info, err := t.Store.Stat(ctx, ent.Key+"/"); err == nil {
+		if _, err := l.Child(loc, name, info.Metadata); err != nil {
+			return Entry{}, fmt.Errorf("%s (%s): %w", path, ent.Key+"/", err)
+		}
 		return t.entry(path, info, true), nil
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return Entry{}, err
 	}
-	found := false
-	errFound := errors.New("found")
-	err := t.Store.List(ctx, path+"/", "/", func(*backend.ObjectInfo, string) error {
-		found = true
-		return errFound
-	})
-	if err != nil && !errors.Is(err, errFound) {
-		return Entry{}, err
+	if !l.Encrypted() {
+		found := false
+		errFound := errors.New("found")
+		err := t.Store.List(ctx, ent.Key+"/", "/", func(*backend.ObjectInfo, string) error {
+			found = true
+			return errFound
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return Entry{}, err
+		}
+		if found {
+			return implicitDir(path), nil
+		}
 	}
-	if found {
-		return implicitDir(path), nil
-	}
-	info, err := t.Store.Stat(ctx, path)
+	info, err := t.Store.Stat(ctx, ent.Key)
 	if errors.Is(err, backend.ErrNotFound) {
 		return Entry{}, fmt.Errorf("%s: %w", path, ErrNotFound)
 	}
@@ -84,28 +178,53 @@ func (t *Tree) Stat(ctx context.Context, path string) (Entry, error) {
 // name, with their attributes (one HEAD per file, symlink and directory
 // marker, Parallel at a time).
 func (t *Tree) List(ctx context.Context, dir string) ([]Entry, error) {
-	prefix := ""
-	if dir != "" {
-		prefix = dir + "/"
+	loc, err := t.dirLoc(ctx, dir)
+	if err != nil {
+		return nil, err
 	}
+	return t.list(ctx, loc, dir)
+}
+
+// list lists the directory stored at loc, whose path is dir.
+func (t *Tree) list(ctx context.Context, loc names.Dir, dir string) ([]Entry, error) {
+	l, err := t.Names()
+	if err != nil {
+		return nil, err
+	}
+	prefix := loc.Prefix
 	type item struct {
-		name  string
+		seg   string
+		name  string // "" until a shortened segment's metadata is read
 		isDir bool
 	}
 	var items []item
 	dirs := map[string]bool{}
-	err := t.Store.List(ctx, prefix, "/", func(obj *backend.ObjectInfo, p string) error {
+	decode := func(key, seg string) (string, bool) {
+		n, err := l.Name(loc, seg, "")
+		switch {
+		case errors.Is(err, names.ErrNeedMeta):
+			return "", true
+		case err != nil:
+			t.badName(key, err)
+			return "", false
+		}
+		return n, validName(n) && !reservedRoot(prefix, n)
+	}
+	err = t.Store.List(ctx, prefix, "/", func(obj *backend.ObjectInfo, p string) error {
 		if obj != nil {
-			name := strings.TrimPrefix(obj.Key, prefix)
-			if name != "" && validName(name) && !reservedRoot(prefix, name) {
-				items = append(items, item{name: name})
+			seg := strings.TrimPrefix(obj.Key, prefix)
+			if seg == "" {
+				return nil // the directory's own marker
+			}
+			if n, ok := decode(obj.Key, seg); ok {
+				items = append(items, item{seg: seg, name: n})
 			}
 			return nil
 		}
-		name := strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/")
-		if validName(name) && !reservedRoot(prefix, name) {
-			dirs[name] = true
-			items = append(items, item{name: name, isDir: true})
+		seg := strings.TrimSuffix(strings.TrimPrefix(p, prefix), "/")
+		if n, ok := decode(p, seg); ok {
+			dirs[seg] = true
+			items = append(items, item{seg: seg, name: n, isDir: true})
 		}
 		return nil
 	})
@@ -114,10 +233,16 @@ func (t *Tree) List(ctx context.Context, dir string) ([]Entry, error) {
 	}
 	var keep []item
 	for _, it := range items {
-		if !it.isDir && dirs[it.name] {
+		if !it.isDir && dirs[it.seg] {
 			continue // a directory wins over a file of the same name
 		}
 		keep = append(keep, it)
+	}
+	join := func(name string) string {
+		if dir == "" {
+			return name
+		}
+		return dir + "/" + name
 	}
 	out := make([]Entry, len(keep))
 	errs := make([]error, len(keep))
@@ -128,32 +253,45 @@ func (t *Tree) List(ctx context.Context, dir string) ([]Entry, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			path := prefix + it.name
-			if !it.isDir {
-				info, err := t.Store.Stat(ctx, path)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				out[i] = t.entry(path, info, false)
-				return
+			key := prefix + it.seg
+			if it.isDir {
+				key += "/"
 			}
-			info, err := t.Store.Stat(ctx, path+"/")
+			info, err := t.Store.Stat(ctx, key)
 			switch {
 			case err == nil:
-				out[i] = t.entry(path, info, true)
-			case errors.Is(err, backend.ErrNotFound):
-				out[i] = implicitDir(path)
+			case errors.Is(err, backend.ErrNotFound) && it.isDir && !l.Encrypted():
+				out[i] = implicitDir(join(it.name))
+				return
 			default:
 				errs[i] = err
+				return
 			}
+			name := it.name
+			if name == "" {
+				n, err := l.Name(loc, it.seg, info.Metadata[names.MetaLongName])
+				if err != nil || !validName(n) {
+					t.badName(key, fmt.Errorf("shortened name: %w", err))
+					errs[i] = errSkip
+					return
+				}
+				name = n
+			}
+			if it.isDir {
+				if _, err := l.Child(loc, name, info.Metadata); err != nil {
+					t.badName(key, err)
+					errs[i] = errSkip
+					return
+				}
+			}
+			out[i] = t.entry(join(name), info, it.isDir)
 		}()
 	}
 	wg.Wait()
 	// An object deleted between the listing and its HEAD is simply gone.
 	var res []Entry
 	for i := range out {
-		if errors.Is(errs[i], backend.ErrNotFound) {
+		if errors.Is(errs[i], backend.ErrNotFound) || errors.Is(errs[i], errSkip) {
 			continue
 		}
 		if errs[i] != nil {
@@ -163,6 +301,15 @@ func (t *Tree) List(ctx context.Context, dir string) ([]Entry, error) {
 	}
 	sort.Slice(res, func(a, b int) bool { return res[a].Path < res[b].Path })
 	return res, nil
+}
+
+// errSkip marks an entry left out of a listing (reported to BadName).
+var errSkip = errors.New("not a name of this directory")
+
+// DirLoc is where the entries of directory dir are stored (its key
+// prefix), for callers that list objects below it.
+func (t *Tree) DirLoc(ctx context.Context, dir string) (names.Dir, error) {
+	return t.dirLoc(ctx, dir)
 }
 
 // Walk calls fn for dir's entry and then for every entry below it, depth
@@ -175,12 +322,36 @@ func (t *Tree) Walk(ctx context.Context, top Entry, fn func(Entry) error) error 
 	if !top.Attr.Dir {
 		return nil
 	}
-	children, err := t.List(ctx, top.Path)
+	loc, err := t.dirLoc(ctx, top.Path)
+	if err != nil {
+		return err
+	}
+	return t.walk(ctx, loc, top.Path, fn)
+}
+
+// walk calls fn for every entry below the directory dir stored at loc.
+func (t *Tree) walk(ctx context.Context, loc names.Dir, dir string, fn func(Entry) error) error {
+	l, err := t.Names()
+	if err != nil {
+		return err
+	}
+	children, err := t.list(ctx, loc, dir)
 	if err != nil {
 		return err
 	}
 	for _, c := range children {
-		if err := t.Walk(ctx, c, fn); err != nil {
+		if err := fn(c); err != nil {
+			return err
+		}
+		if !c.Attr.Dir {
+			continue
+		}
+		_, name := splitPath(c.Path)
+		cl, err := l.Child(loc, name, c.Info.Metadata)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Path, err)
+		}
+		if err := t.walk(ctx, cl, c.Path, fn); err != nil {
 			return err
 		}
 	}

@@ -26,6 +26,10 @@ const (
 	// for verify) or rewritten; for a rewrite, the newer version (a
 	// mount's write, under the current key) was kept.
 	ProblemChanged = "changed"
+	// ProblemBadName: an encrypted name that does not authenticate in the
+	// directory it is listed in (copied from another directory or vault,
+	// or tampered with), or a directory marker without a valid id.
+	ProblemBadName = "bad-name"
 )
 
 // headerMagic is the first 4 bytes of every object header (FORMAT.md,
@@ -84,6 +88,29 @@ func (v *Verifier) Objects(ctx context.Context, path string) ([]backend.ObjectIn
 		}
 		return objs, nil
 	}
+	t := &Tree{Store: v.Store, Keys: v.Keys, Parallel: v.Parallel}
+	l, err := t.Names()
+	if err != nil {
+		return nil, err
+	}
+	if l.Encrypted() {
+		// Entries of a directory are not below its path: walk the tree.
+		top, err := t.Stat(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		err = t.Walk(ctx, top, func(e Entry) error {
+			if !e.Attr.Dir {
+				return add(&e.Info, "")
+			}
+			loc, err := t.DirLoc(ctx, e.Path)
+			if err != nil {
+				return err
+			}
+			return v.Store.List(ctx, fs.IndexRoot+"/"+loc.Prefix, "/", add)
+		})
+		return objs, err
+	}
 	if info, err := v.Store.Stat(ctx, path); err == nil {
 		add(&info, "")
 	} else if !errors.Is(err, backend.ErrNotFound) {
@@ -95,6 +122,34 @@ func (v *Verifier) Objects(ctx context.Context, path string) ([]backend.ObjectIn
 		}
 	}
 	return objs, nil
+}
+
+// Names walks the tree under path ("" the whole vault) as a mount lists it
+// and reports every key that is not a name of the directory it is listed
+// in (ProblemBadName). Plaintext names cannot be wrong: it reports nothing
+// and lists nothing.
+func (v *Verifier) Names(ctx context.Context, path string) ([]Problem, error) {
+	t := &Tree{Store: v.Store, Keys: v.Keys, Parallel: v.Parallel}
+	l, err := t.Names()
+	if err != nil || !l.Encrypted() {
+		return nil, err
+	}
+	var mu sync.Mutex
+	var probs []Problem
+	t.BadName = func(key string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		probs = append(probs, Problem{Key: key, Kind: ProblemBadName, Detail: err.Error()})
+	}
+	top, err := t.Stat(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Walk(ctx, top, func(Entry) error { return nil }); err != nil {
+		return nil, err
+	}
+	sort.Slice(probs, func(i, j int) bool { return probs[i].Key < probs[j].Key })
+	return probs, nil
 }
 
 // Verify checks every object of objs and reports those that fail. Its

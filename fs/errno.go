@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"syscall"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
@@ -29,22 +30,33 @@ func (f *FS) errno(op, key string, err error) syscall.Errno {
 		// to address, which the listing already logged.
 		return syscall.EFBIG
 	case errors.Is(err, cipher.ErrCorrupt):
-		f.log.Error("corrupt object: authentication failed", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Error("corrupt object: authentication failed", "err", err)
 		return syscall.EIO
 	case errors.Is(err, cipher.ErrWrongKey):
-		f.log.Error("object encrypted under another key", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Error("object encrypted under another key", "err", err)
 		return syscall.EIO
 	case errors.Is(err, backend.ErrAccessDenied):
-		f.log.Error("access denied by the store (credentials, or SSE-C key mismatch)", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Error("access denied by the store (credentials, or SSE-C key mismatch)", "err", err)
 		return syscall.EACCES
 	case errors.Is(err, backend.ErrPreconditionFailed):
-		f.log.Warn("object changed by another writer while in use", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Warn("object changed by another writer while in use", "err", err)
 		return syscall.EIO
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		f.log.Warn("operation cancelled", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Warn("operation cancelled", "err", err)
 		return syscall.EINTR
 	default:
-		f.log.Error("store error", "op", op, "object", key, "err", err)
+		f.objLog(op, key).Error("store error", "err", err)
 		return syscall.EIO
 	}
+}
+
+// objLog is the logger for a failed operation on the object key: it names
+// the key and, with encrypted names, the file's path (the key alone tells
+// the user nothing).
+func (f *FS) objLog(op, key string) *slog.Logger {
+	lg := f.log.With("op", op, "object", key)
+	if p := f.paths.path(key); p != "" {
+		lg = lg.With("path", p)
+	}
+	return lg
 }

@@ -100,6 +100,7 @@ type FS struct {
 	mountTime time.Time
 
 	names *names.Layout // the only builder of object keys
+	paths keyPaths      // for log lines, with encrypted names
 
 	cache attrCache
 	reval revalidator

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,7 +70,39 @@ func keyOf(n *gofs.Inode) string {
 	if err != nil {
 		return ""
 	}
+	if pd.fsys.names.Encrypted() {
+		pd.fsys.paths.note(e.Key, n)
+	}
 	return e.Key
+}
+
+// keyPaths remembers the path of the nodes whose encrypted keys were built
+// lately, so that a log line about an object can name the file too (an
+// encrypted key alone tells a user nothing). Bounded: it starts over when
+// full.
+type keyPaths struct {
+	mu sync.Mutex
+	m  map[string]*gofs.Inode
+}
+
+func (k *keyPaths) note(key string, n *gofs.Inode) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil || len(k.m) >= 100000 {
+		k.m = map[string]*gofs.Inode{}
+	}
+	k.m[key] = n
+}
+
+// path is the current path of the node last seen at key, "" if unknown.
+func (k *keyPaths) path(key string) string {
+	k.mu.Lock()
+	n := k.m[strings.TrimSuffix(key, "/")]
+	k.mu.Unlock()
+	if n == nil {
+		return ""
+	}
+	return n.Path(nil)
 }
 
 // orphan is the location of a directory no longer in the tree: a prefix no

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -391,6 +392,9 @@ func (st *store) copyRaw(t *testing.T, src, dst string) {
 	}
 }
 
+// encryptedKey matches the keys of the encrypted-name layout (fs/names).
+var encryptedKey = regexp.MustCompile(`^d/[a-z2-7]{32}/`)
+
 // key maps a path of the vault ("a/b", a marker "a/b/") to its object key,
 // as the mount stores it: the path itself with plaintext names; through
 // fs/names with encrypted names, resolving each directory by its marker.
@@ -399,7 +403,7 @@ func (st *store) copyRaw(t *testing.T, src, dst string) {
 // vault must have been made with the test passphrase.
 func (st *store) key(t *testing.T, path string) string {
 	t.Helper()
-	if path == fs.ConfigKey || strings.HasPrefix(path, fs.IndexRoot) || strings.HasPrefix(path, fsnames.DirRoot) || strings.HasPrefix(path, "saved-") {
+	if path == fs.ConfigKey || strings.HasPrefix(path, fs.IndexRoot) || encryptedKey.MatchString(path) || strings.HasPrefix(path, "saved-") {
 		return path
 	}
 	l := st.nameLayout(t)

@@ -23,6 +23,7 @@ import (
 // the object's metadata (an attacker with write access to the bucket).
 func (st *store) replaceRaw(t *testing.T, key string, data []byte) {
 	t.Helper()
+	key = st.key(t, key)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if st.kind == "minio" {
@@ -125,7 +126,7 @@ func TestSpliceThroughMount(t *testing.T) {
 			_, err = fd.ReadAt(make([]byte, 10), c.off)
 			fd.Close()
 			wantErrno(t, c.name, err, syscall.EIO)
-			if log := readLog(m2.log); !strings.Contains(log, "key=f ") || !strings.Contains(log, "corrupt") {
+			if log := readLog(m2.log); !strings.Contains(log, "key="+st.key(t, "f")+" ") || !strings.Contains(log, "corrupt") {
 				t.Fatalf("%s: the log does not name the object:\n%s", c.name, log)
 			}
 			m2.unmount()
@@ -164,7 +165,7 @@ func TestRewriteOverTamperedBlock(t *testing.T) {
 		if !bytes.Equal(st.raw(t, "f"), tampered) {
 			t.Fatal("the failed rewrite replaced the stored object")
 		}
-		if log := readLog(m.log); !strings.Contains(log, "key=f ") || !strings.Contains(log, "block=1") {
+		if log := readLog(m.log); !strings.Contains(log, "key="+st.key(t, "f")+" ") || !strings.Contains(log, "block=1") {
 			t.Fatalf("the log does not name the object and block:\n%s", log)
 		}
 		writeFile(t, m.path("other"), "still works")

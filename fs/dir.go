@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
 	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
@@ -473,7 +475,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	}
 	a.lmeta = withLong(lmeta, e)
 	key := e.Key + "/"
-	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
+	info, err := f.putNew(detach(ctx), key, a.meta())
 	if err != nil {
 		return nil, f.errno("mkdir", key, err)
 	}
@@ -511,6 +513,11 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	fl := &File{fsys: f}
 	fl.set(a)
 	fl.cf = f.engine.Create(key, a.meta())
+	if flags&syscall.O_EXCL != 0 {
+		// Exclusive against other mounts too: the first upload fails
+		// with EEXIST if another mount stored the name meanwhile.
+		fl.cf.CreateExclusive()
+	}
 	fl.opens = 1
 	fl.metaDirty = true
 	f.trackOpen(fl, true)
@@ -532,7 +539,7 @@ func (d *Dir) Mknod(ctx context.Context, name string, mode uint32, dev uint32, o
 	case k != kindFile:
 		return d.mknodSpecial(ctx, name, k, mode, dev, out)
 	}
-	ch, fh, _, errno := d.Create(ctx, name, syscall.O_WRONLY, mode, out)
+	ch, fh, _, errno := d.Create(ctx, name, syscall.O_WRONLY|syscall.O_EXCL, mode, out)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -566,6 +573,7 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	key := e.Key
 	ctx = detach(ctx)
 	cf := f.engine.Create(key, a.meta())
+	cf.CreateExclusive()
 	if _, err := cf.WriteAt(ctx, []byte(target), 0); err != nil {
 		return nil, f.errno("symlink", key, err)
 	}
@@ -676,6 +684,17 @@ func (d *Dir) subdirLoc(ctx context.Context, name, key string) (names.Dir, sysca
 		return names.Dir{}, syscall.EIO
 	}
 	return loc, 0
+}
+
+// putNew stores a new zero-length object (a directory marker, a special
+// file) unless the key exists: another mount that stored the same name
+// first makes it fail with content.ErrExists (EEXIST), not be replaced.
+func (f *FS) putNew(ctx context.Context, key string, meta map[string]string) (backend.ObjectInfo, error) {
+	info, err := f.store.PutWith(ctx, key, bytes.NewReader(nil), 0, backend.PutOptions{Metadata: meta, IfNoneMatch: "*"})
+	if errors.Is(err, backend.ErrPreconditionFailed) {
+		return info, fmt.Errorf("%w: %w", content.ErrExists, err)
+	}
+	return info, err
 }
 
 // withLong adds a shortened entry's full name to the names layer's

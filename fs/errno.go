@@ -29,6 +29,11 @@ func (f *FS) errno(op, key string, err error) syscall.Errno {
 		// file size), not a fault: not logged. Also an object too large
 		// to address, which the listing already logged.
 		return syscall.EFBIG
+	case errors.Is(err, content.ErrExists):
+		// An O_EXCL create, mkdir, symlink or rename lost to another
+		// mount of the vault: nothing of ours was stored.
+		f.objLog(op, key).Warn("created exclusively, but another writer stored this name first: not stored", "err", err)
+		return syscall.EEXIST
 	case errors.Is(err, cipher.ErrCorrupt):
 		f.objLog(op, key).Error("corrupt object: authentication failed", "err", err)
 		return syscall.EIO

@@ -435,9 +435,16 @@ func (f *FS) moveDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, new
 	if _, ok := meta[metaIno]; !ok {
 		meta[metaIno] = strconv.FormatUint(keyIno(srcMarker), 10)
 	}
-	moved, err := f.store.Copy(ctx, srcMarker, dstMarker, backend.CopyOptions{ReplaceMetadata: true, Metadata: meta})
+	// A marker has no content: a new one is a Put, conditional on the name
+	// being free when nothing was there (another mount may have made it).
+	var moved backend.ObjectInfo
+	if dstExists {
+		moved, err = f.store.Copy(ctx, srcMarker, dstMarker, backend.CopyOptions{ReplaceMetadata: true, Metadata: meta})
+	} else {
+		moved, err = f.putNew(ctx, dstMarker, meta)
+	}
 	if err != nil {
-		return f.errno("rename", srcMarker, err)
+		return f.errno("rename", dstMarker, err)
 	}
 	if moved.Metadata == nil {
 		moved.Metadata = meta

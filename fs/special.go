@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"syscall"
@@ -43,7 +42,7 @@ func (d *Dir) mknodSpecial(ctx context.Context, name string, k kind, mode, dev u
 	}
 	a.lmeta = withLong(nil, e)
 	key := e.Key
-	info, err := f.store.Put(detach(ctx), key, bytes.NewReader(nil), 0, a.meta())
+	info, err := f.putNew(detach(ctx), key, a.meta())
 	if err != nil {
 		return nil, f.errno("mknod", key, err)
 	}

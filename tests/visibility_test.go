@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -107,5 +108,46 @@ func TestTwoMounts(t *testing.T) {
 		}
 		time.Sleep(ttl)
 		wantContent(t, a.path("h"), "from B, closed last")
+	})
+}
+
+// TestExclusiveCreateBetweenMounts: O_EXCL holds between two mounts of one
+// vault. B creates "lock" with O_EXCL (nothing is stored until its close);
+// A then creates and stores the same name; B's close fails with EEXIST and
+// stores nothing: both mounts read A's content. Symlinks are exclusive the
+// same way.
+func TestExclusiveCreateBetweenMounts(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t)
+		a := st.mount(t)
+		b := st.mount(t)
+		const ttl = 300 * time.Millisecond
+		f, err := os.OpenFile(b.path("lock"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("B holds it"); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, a.path("lock"), "A holds it")
+		wantErrno(t, "close of the losing O_EXCL create", f.Close(), syscall.EEXIST)
+		time.Sleep(ttl)
+		wantContent(t, a.path("lock"), "A holds it")
+		wantContent(t, b.path("lock"), "A holds it")
+		if !strings.Contains(readLog(b.log), "another writer stored this name first") {
+			t.Errorf("B's log does not say why its create failed:\n%s", readLog(b.log))
+		}
+		// Without O_EXCL the last writer wins, as documented.
+		f, err = os.OpenFile(b.path("plain"), os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("B wins")
+		writeFile(t, a.path("plain"), "A first")
+		if err := f.Close(); err != nil {
+			t.Fatalf("close without O_EXCL: %v", err)
+		}
+		time.Sleep(ttl)
+		wantContent(t, a.path("plain"), "B wins")
 	})
 }

@@ -26,6 +26,10 @@ const MaxFileSize = 1 << 42
 // larger than maxObjectSize.
 var ErrFileTooBig = errors.New("file too large")
 
+// ErrExists: a file created exclusively (File.CreateExclusive) was not
+// stored because another writer stored an object under its key first.
+var ErrExists = errors.New("another writer stored this name first")
+
 // maxObjectSize bounds the objects Open (and PlainSize) accepts: 2^62
 // bytes. Larger ones exist only on the local store or by tampering; their
 // block offsets (block index x sealed block size, plus off+len of a read)

@@ -354,6 +354,37 @@ var (
 	errUploadEnded   = errors.New("upload ended")
 )
 
+// CreateExclusive makes the file's first upload conditional on its key
+// being free (If-None-Match: *), for O_EXCL creates, mkdir-like entries and
+// symlinks: if another writer (another mount) stored the key first, the
+// upload fails with ErrExists and stores nothing.
+func (f *File) CreateExclusive() {
+	f.mu.Lock()
+	f.excl = true
+	f.mu.Unlock()
+}
+
+// put uploads a new version of the file's object from r (size unknown),
+// conditionally while the file is an exclusive create not yet stored.
+func (f *File) put(ctx context.Context, key string, r io.Reader, meta map[string]string) (backend.ObjectInfo, error) {
+	f.mu.Lock()
+	excl := f.excl
+	f.mu.Unlock()
+	if !excl {
+		return f.e.store.Put(ctx, key, r, -1, meta)
+	}
+	info, err := f.e.store.PutWith(ctx, key, r, -1, backend.PutOptions{Metadata: meta, IfNoneMatch: "*"})
+	if errors.Is(err, backend.ErrPreconditionFailed) {
+		return info, fmt.Errorf("%w: %w", ErrExists, err)
+	}
+	if err == nil {
+		f.mu.Lock()
+		f.excl = false
+		f.mu.Unlock()
+	}
+	return info, err
+}
+
 // startStream starts the background Put and sends the header. wmu held.
 func (f *File) startStream(ctx context.Context) error {
 	c, err := f.e.newCodec(f.Key())
@@ -373,7 +404,7 @@ func (f *File) startStream(ctx context.Context) error {
 	f.mu.Unlock()
 	go func() {
 		defer cancel()
-		info, err := e.store.Put(sctx, st.key, pr, -1, st.meta)
+		info, err := f.put(sctx, st.key, pr, st.meta)
 		// Unblock a writer still in pw.Write after the store gave up.
 		pr.CloseWithError(errors.Join(err, errStreamAborted))
 		st.info, st.err = info, err
@@ -781,7 +812,7 @@ func (f *File) rewrite(ctx context.Context, meta map[string]string) (backend.Obj
 		pw.CloseWithError(err)
 		produced <- err
 	}()
-	info, err := e.store.Put(ctx, key, pr, -1, meta)
+	info, err := f.put(ctx, key, pr, meta)
 	pr.CloseWithError(errUploadEnded)
 	if perr := <-produced; perr != nil && err != nil && !errors.Is(perr, errUploadEnded) {
 		// The producer's error is the cause; the store only saw a broken body.

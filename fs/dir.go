@@ -162,7 +162,7 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		case errors.Is(err, names.ErrNeedMeta):
 			return "", true
 		case err != nil:
-			f.log.Warn("listing: an entry's name does not decrypt in this directory (copied from another directory or vault, or tampered with): not listed", "object", key, "err", err)
+			f.badName(key, "listing: an entry's name does not decrypt in this directory (copied from another directory or vault, or tampered with): not listed", err)
 			return "", false
 		}
 		return n, validName(n) && !reserved(pfx, n)
@@ -261,6 +261,21 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(out), 0
 }
 
+// badName logs, once per key for the life of the mount, an object left out
+// of a listing because it is not a name of its directory.
+func (f *FS) badName(key, msg string, err error) {
+	f.badMu.Lock()
+	if f.badLogged == nil || len(f.badLogged) > 10000 {
+		f.badLogged = map[string]bool{}
+	}
+	seen := f.badLogged[key]
+	f.badLogged[key] = true
+	f.badMu.Unlock()
+	if !seen {
+		f.log.Warn(msg, "object", key, "err", err)
+	}
+}
+
 // checkEncrypted finishes the entries of an encrypted-name listing: a
 // shortened segment gets its name from the metadata its HEAD or the index
 // gave, and a subdirectory whose marker does not hold an id sealed for this
@@ -276,14 +291,14 @@ func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
 		if e.name == "" {
 			n, err := f.names.Name(loc, e.seg, e.a.lmeta[names.MetaLongName])
 			if err != nil || !validName(n) {
-				f.log.Warn("listing: a shortened entry's full name is missing or does not decrypt here: not listed", "object", key, "err", err)
+				f.badName(key, "listing: a shortened entry's full name is missing or does not decrypt here: not listed", err)
 				continue
 			}
 			e.name = n
 		}
 		if e.a.kind == kindDir {
 			if _, err := f.names.Child(loc, e.name, e.a.info.Metadata); err != nil {
-				f.log.Warn("listing: a directory marker does not hold an id for this place: not listed", "object", key+"/", "err", err)
+				f.badName(key+"/", "listing: a directory marker does not hold an id for this place: not listed", err)
 				e.name = ""
 			}
 		}

@@ -102,6 +102,9 @@ type FS struct {
 	names *names.Layout // the only builder of object keys
 	paths keyPaths      // for log lines, with encrypted names
 
+	badMu     sync.Mutex
+	badLogged map[string]bool // keys of names that do not decrypt, logged once
+
 	cache attrCache
 	reval revalidator
 	idx   *indexer

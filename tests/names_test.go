@@ -241,9 +241,17 @@ func TestEqualNamesDifferentKeys(t *testing.T) {
 		if b, err := os.ReadFile(m.path("b/same")); err != nil || string(b) != "in b" {
 			t.Fatalf("b/same: %q %v", b, err)
 		}
+		time.Sleep(300 * time.Millisecond)
+		if _, err := os.ReadDir(m.path("b")); err != nil { // listed again: logged once only
+			t.Fatal(err)
+		}
 		m.unmount()
-		if log := readLog(m.log); !strings.Contains(log, planted) || !strings.Contains(log, "does not decrypt") {
+		log := readLog(m.log)
+		if !strings.Contains(log, planted) || !strings.Contains(log, "does not decrypt") {
 			t.Errorf("the log does not name the planted object %s:\n%s", planted, log)
+		}
+		if n := strings.Count(log, planted); n != 1 {
+			t.Errorf("the planted object is logged %d times, want once:\n%s", n, log)
 		}
 	})
 }

@@ -61,11 +61,11 @@ type File struct {
 	meta map[string]string // the stored object's metadata; nil = unknown
 	// pinMeta: the caller set the StreamKeepsMeta keys on purpose (an
 	// explicit utimes); a finished stream must store them as asked.
-	pinMeta   bool
+	pinMeta bool
 	// excl: the file was created exclusively (O_EXCL) and has not been
 	// stored yet: its first upload must not replace an object another
 	// writer stored meanwhile (If-None-Match: *).
-	excl bool
+	excl      bool
 	base      version // the stored object this state builds on
 	baseValid int64   // base bytes below this are still file content
 	size      int64

@@ -294,6 +294,40 @@ func computeConfigV2Vectors(t *testing.T, get func(string) []byte, out map[strin
 	}
 	out["v2 key id 2"] = id2
 
+	// The same vault with encrypted names: flag 0x01, one key-file slot,
+	// the keyring "master key" then the name key.
+	un := &Unlocked{
+		cfg:       &Config{log2Block: 12, v2: &configV2Data{flags: FlagEncryptedNames}},
+		configKey: get("v2 config key"),
+		masters:   [][]byte{master},
+		nameKey:   get("name key"),
+		rand: &script{chunks: [][]byte{
+			get("v2 key file slot salt"), get("v2 key file slot nonce"), get("v2 keyring nonce"),
+		}},
+	}
+	copy(un.cfg.v2.vaultID[:], get("v2 vault id"))
+	ks := slot{kind: SlotKeyFile}
+	if _, err := io.ReadFull(un.rand, ks.salt[:]); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := slotKEK(&ks, get("key file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := un.wrapSlot(&ks, kek); err != nil {
+		t.Fatal(err)
+	}
+	un.cfg.v2.slots = append(un.cfg.v2.slots, ks)
+	if _, err := un.seal(); err != nil {
+		t.Fatal(err)
+	}
+	out["names config"] = un.Config().Marshal()
+	if c, err := parseConfig(out["names config"], false); err != nil {
+		t.Fatalf("names config does not parse: %v", err)
+	} else if got, err := c.UnlockSecret(KeyFile(get("key file"))); err != nil || !bytes.Equal(got.Keys().NameKey(), get("name key")) || !c.EncryptedNames() {
+		t.Fatalf("names config: %v", err)
+	}
+
 	// The stored bytes open with either secret, to both keys.
 	c, err := parseConfig(out["v2 config"], false)
 	if err != nil {

@@ -6,10 +6,10 @@ Written from the document alone (not from the Go code) with the Python
 reproduce every byte. Not run by `go test` (Python is not a build
 dependency); run by hand:  python3 cipher/testdata/crosscheck.py docs/FORMAT.md
 """
-import hashlib, hmac, re, struct, sys
+import base64, hashlib, hmac, re, struct, sys
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -136,6 +136,43 @@ def main(path):
     out["v2 config"] = body + hashlib.sha256(body).digest()
     assert len(out["v2 config"]) == 360
     out["v2 key id 2"] = hkdf(m2, b"", "s3cryptfs v1 key id", 16)
+
+    # The same vault with encrypted names: flag 0x01, one key-file slot, the
+    # keyring "master key" then the name key.
+    nk = v["name key"]
+    head = b"S3CFVLT\x00" + struct.pack(">HBBBB2x", 2, 12, 1, 1, 1) + vid
+    body = head + slot(2, b"", v["v2 key file slot salt"], v["v2 key file slot nonce"], kkek)
+    body += rn + gcm_seal(rk, rn, master + nk, body)
+    out["names config"] = body + hashlib.sha256(body).digest()
+
+    # Names (FORMAT.md "Names"): AES-SIV (RFC 5297, one associated-data
+    # string: the directory id), base64url without padding.
+    siv = out["names siv key"] = hkdf(nk, b"", "s3cryptfs names: entry names (AES-SIV)", 64)
+    dsiv = out["names dir id siv key"] = hkdf(nk, b"", "s3cryptfs names: directory ids (AES-SIV)", 64)
+    hk = out["names hash key"] = hkdf(nk, b"", "s3cryptfs names: directory prefixes (HMAC-SHA256)", 32)
+
+    def prefix(dir_id):
+        mac = hmac.new(hk, dir_id, hashlib.sha256).digest()[:20]
+        return "d/" + base64.b32encode(mac).decode().rstrip("=").lower() + "/"
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+    def key(dir_id, name):
+        seg = b64(AESSIV(siv).encrypt(name.encode(), [dir_id]))
+        full = seg
+        if len(seg) > 220:
+            seg = b64(hashlib.sha256(seg.encode()).digest()) + ".lng"
+        return prefix(dir_id) + seg, full
+
+    sub = v["names dir id"]
+    out["names root prefix"] = prefix(b"").encode()
+    out["names dir prefix"] = prefix(sub).encode()
+    out["names sealed dir id"] = AESSIV(dsiv).encrypt(sub, [bytes([0]) + b"" + b"sub"])
+    out["names key hello in root"] = key(b"", "hello")[0].encode()
+    out["names key hello in sub"] = key(sub, "hello")[0].encode()
+    long_key, long_full = key(sub, "x" * 255)
+    out["names key long in sub"], out["names long full"] = long_key.encode(), long_full.encode()
 
     bad = [k for k in out if v.get(k) != out[k]]
     for k in bad:

@@ -203,7 +203,7 @@ func TestKeySlots(t *testing.T) {
 	st := newStore(t, "minio")
 	rec := st.initRecovery(t)
 	r := st.mustRun(t, "key", "list")
-	for _, want := range []string{"vault config version 2, 1 master key(s)", "SLOT  KIND", "0     passphrase    -        argon2id t=3 m=64MiB p=4", "1     recovery key  -        -"} {
+	for _, want := range []string{"vault config version 2, 1 master key(s), encrypted names", "SLOT  KIND", "0     passphrase    -        argon2id t=3 m=64MiB p=4", "1     recovery key  -        -"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("key list lacks %q:\n%s", want, r.stdout)
 		}

@@ -529,3 +529,24 @@ func TestVerifyEncryptedNames(t *testing.T) {
 		}
 	})
 }
+
+// TestPlaintextNamesVault: init --plaintext-names makes a vault whose keys
+// mirror paths (browsable by other S3 tools), recorded in the config and
+// shown by key list; a default vault says encrypted.
+func TestPlaintextNamesVault(t *testing.T) {
+	eachStore(t, func(t *testing.T, st *store) {
+		st.init(t, "--plaintext-names")
+		if r := st.mustRun(t, "key", "list"); !strings.Contains(r.stdout, "plaintext names") {
+			t.Errorf("key list of a --plaintext-names vault: %q", r.stdout)
+		}
+		m := st.mount(t)
+		if err := os.MkdirAll(m.path("Visible Dir"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, m.path("Visible Dir/readable name.txt"), "content")
+		m.unmount()
+		if st.rawMaybe(t, "Visible Dir/readable name.txt") == nil {
+			t.Errorf("a --plaintext-names vault does not store the path as the key: %v", localOrS3Keys(t, st))
+		}
+	})
+}

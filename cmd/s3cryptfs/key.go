@@ -251,14 +251,23 @@ slot table is not secret, so no secret is asked for.`,
 	return cmd
 }
 
+// namesMode says how the vault stores names: "encrypted" or "plaintext".
+func namesMode(cfg *cipher.Config) string {
+	if cfg.EncryptedNames() {
+		return "encrypted"
+	}
+	return "plaintext"
+}
+
 func printSlots(w io.Writer, cfg *cipher.Config, asJSON bool) error {
 	slots := cfg.Slots()
 	if asJSON {
 		out := struct {
 			Version int        `json:"version"`
 			Keys    int        `json:"master_keys"`
+			Names   string     `json:"names"`
 			Slots   []slotJSON `json:"slots"`
-		}{cfg.Version(), cfg.NumKeys(), []slotJSON{}}
+		}{cfg.Version(), cfg.NumKeys(), namesMode(cfg), []slotJSON{}}
 		for i, s := range slots {
 			j := slotJSON{Slot: i, Kind: s.Kind.String(), KMSKeyID: s.KMSKeyID}
 			if s.Kind == cipher.SlotPassphrase {
@@ -274,7 +283,7 @@ func printSlots(w io.Writer, cfg *cipher.Config, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	fmt.Fprintf(w, "vault config version %d, %d master key(s)\n", cfg.Version(), cfg.NumKeys())
+	fmt.Fprintf(w, "vault config version %d, %d master key(s), %s names\n", cfg.Version(), cfg.NumKeys(), namesMode(cfg))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tKIND\tKMS KEY\tKDF")
 	for i, s := range slots {

@@ -344,6 +344,18 @@ func requests(s map[string]float64) (n float64) {
 	return n
 }
 
+// requestsByOp lists the store requests between two scrapes, per operation.
+func requestsByOp(s0, s1 map[string]float64) string {
+	var out []string
+	for k, v := range s1 {
+		if strings.HasPrefix(k, "s3cryptfs_store_requests_total{") && v != s0[k] {
+			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(k, "s3cryptfs_store_requests_total"), v-s0[k]))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
 // TestDirRenameConstant: in an encrypted-name vault, renaming a directory of
 // 500 files and one of 5,000 files in 50 subdirectories costs the same
 // small number of store requests (counted through the mount's metrics), and
@@ -549,4 +561,56 @@ func TestPlaintextNamesVault(t *testing.T) {
 			t.Errorf("a --plaintext-names vault does not store the path as the key: %v", localOrS3Keys(t, st))
 		}
 	})
+}
+
+// TestLongNamesListFromIndex: a directory of 1,000 files whose names are
+// too long for a key segment (stored under a hash, the full name in
+// metadata and in the directory's attribute index) lists on a fresh mount
+// with no request per entry: the listing, the index, and the lookups of
+// the path (counted through the metrics).
+func TestLongNamesListFromIndex(t *testing.T) {
+	st := newStore(t, "minio")
+	st.init(t)
+	addr := freePort(t)
+	m := st.mount(t, "--metrics-addr", addr)
+	if err := os.Mkdir(m.path("long"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	name := func(i int) string { return fmt.Sprintf("%04d-%s", i, strings.Repeat("long name ", 20)) } // 205 bytes
+	for i := 0; i < n; i++ {
+		writeFile(t, m.path("long/"+name(i)), fmt.Sprint(i))
+	}
+	m = m.remount("--metrics-addr", addr) // unmount writes the index
+	before := scrape(t, addr)
+	s0 := requests(before)
+	ents, err := os.ReadDir(m.path("long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if _, err := e.Info(); err != nil { // ls -l: a stat per entry
+			t.Fatal(err)
+		}
+	}
+	after := scrape(t, addr)
+	got := requests(after) - s0
+	t.Logf("ls -l of %d long names on a fresh mount: %v requests (%s)", len(ents), got, requestsByOp(before, after))
+	if len(ents) != n {
+		t.Fatalf("listed %d entries, want %d", len(ents), n)
+	}
+	for i, e := range ents {
+		if e.Name() != name(i) {
+			t.Fatalf("entry %d: %q, want %q", i, e.Name(), name(i))
+		}
+	}
+	// The directory's lookup is two HEADs, repeated when the tests' 200 ms
+	// attribute timeout expires during the walk: a handful, against 1,000
+	// HEADs if an entry needed one.
+	if got > 10 {
+		t.Errorf("ls -l of %d long names cost %v requests; want the listing, the index and the path's lookups only", n, got)
+	}
+	if b, err := os.ReadFile(m.path("long/" + name(7))); err != nil || string(b) != "7" {
+		t.Errorf("read a long name: %q %v", b, err)
+	}
 }

@@ -160,11 +160,15 @@ func parseSize(s string) (int64, error) {
 const (
 	sysSDK       = "sdk"
 	sysS3cryptfs = "s3cryptfs"
+	// sysS3cryptfsPlain is a vault made with --plaintext-names, measured on
+	// the workloads where names matter (the tree, directory rename) beside
+	// the default vault, which encrypts them.
+	sysS3cryptfsPlain = "s3cryptfs-plain-names"
 	sysS3fs      = "s3fs"
 	sysRclone    = "rclone-crypt"
 )
 
-var columns = []string{sysSDK, sysS3cryptfs, sysS3fs, sysRclone}
+var columns = []string{sysSDK, sysS3cryptfs, sysS3cryptfsPlain, sysS3fs, sysRclone}
 
 // result is one measured figure of one system on one workload.
 type result struct {

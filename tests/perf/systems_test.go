@@ -3,6 +3,7 @@ package perf
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -12,6 +13,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 var nan = math.NaN()
@@ -40,7 +47,9 @@ func getSystem(b *testing.B, e *env, name string, p *netPath) system {
 	bucket := e.bucket(b, name)
 	switch name {
 	case sysS3cryptfs:
-		s = newS3cryptfs(b, e, bucket, p)
+		s = newS3cryptfs(b, e, bucket, p, false)
+	case sysS3cryptfsPlain:
+		s = newS3cryptfs(b, e, bucket, p, true)
 	case sysS3fs:
 		s = newS3fs(b, e, bucket, p)
 	case sysRclone:
@@ -126,6 +135,9 @@ func finishMount(b *testing.B, sys, lat, dir, log, exe string, umount func() err
 
 type s3cryptfsSys struct {
 	e          *env
+	sys        string // sysS3cryptfs, or sysS3cryptfsPlain for --plaintext-names
+	plain      bool
+	layout     *names.Layout // the vault's names (encrypted unless plain)
 	lat        string
 	bin        string
 	store      string // s3://bucket
@@ -156,9 +168,13 @@ func s3cryptfsBinary(b *testing.B, e *env) string {
 	return bin
 }
 
-func newS3cryptfs(b *testing.B, e *env, bucket string, p *netPath) *s3cryptfsSys {
+func newS3cryptfs(b *testing.B, e *env, bucket string, p *netPath, plain bool) *s3cryptfsSys {
 	b.Helper()
-	s := &s3cryptfsSys{e: e, lat: p.name, bin: s3cryptfsBinary(b, e), store: "s3://" + bucket}
+	s := &s3cryptfsSys{e: e, sys: sysS3cryptfs, plain: plain, lat: p.name, bin: s3cryptfsBinary(b, e), store: "s3://" + bucket}
+	if plain {
+		s.sys = sysS3cryptfsPlain
+	}
+	defer s.loadLayout(b)
 	s.passFile = filepath.Join(e.work, "passphrase")
 	// The mount finds its endpoint in AWS_ENDPOINT_URL_S3 (MinIO's or the
 	// proxy's) and trusts MinIO's certificate through AWS_CA_BUNDLE.
@@ -168,7 +184,7 @@ func newS3cryptfs(b *testing.B, e *env, bucket string, p *netPath) *s3cryptfsSys
 		b.Fatalf("perf: S3CRYPTFS_BENCH_CACHE: %v", err)
 	}
 	s.cacheBytes = c
-	if e.haveFixture(sysS3cryptfs, "vault") { // one vault per bucket, for every setting
+	if e.haveFixture(s.sys, "vault") { // one vault per bucket, for every setting
 		return s
 	}
 	if err := os.WriteFile(s.passFile, []byte("perf benchmark passphrase, not a secret\n"), 0o600); err != nil {
@@ -176,20 +192,96 @@ func newS3cryptfs(b *testing.B, e *env, bucket string, p *netPath) *s3cryptfsSys
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := runQuiet(ctx, s.extraEnv, s.bin, "init", "--path-style", "--passphrase-file", s.passFile, s.store); err != nil {
+	args := []string{"init", "--path-style", "--passphrase-file", s.passFile, "--no-recovery-key"}
+	if plain {
+		args = append(args, "--plaintext-names")
+	}
+	if err := runQuiet(ctx, s.extraEnv, s.bin, append(args, s.store)...); err != nil {
 		b.Fatalf("perf: s3cryptfs init: %v", err)
 	}
-	e.setFixture(sysS3cryptfs, "vault", true)
+	e.setFixture(s.sys, "vault", true)
 	return s
 }
 
-func (s *s3cryptfsSys) name() string { return sysS3cryptfs }
+// loadLayout reads the vault config and opens it with the passphrase, to
+// know where files are stored (fileKey).
+func (s *s3cryptfsSys) loadLayout(b *testing.B) {
+	b.Helper()
+	s.layout = names.Plain()
+	if s.plain {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bucket := strings.TrimPrefix(s.store, "s3://")
+	out, err := s.e.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(".s3cryptfs.conf")})
+	if err != nil {
+		b.Fatalf("perf: read the vault config: %v", err)
+	}
+	data, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := cipher.ParseConfig(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pass, err := os.ReadFile(s.passFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, err := cfg.UnlockSecret(cipher.Passphrase([]byte(strings.TrimRight(string(pass), "\n"))))
+	if err != nil {
+		b.Fatalf("perf: open the vault config: %v", err)
+	}
+	if u.Keys().NameKey() == nil {
+		b.Fatal("perf: the default vault does not encrypt names")
+	}
+	if s.layout, err = names.New(u.Keys().NameKey()); err != nil {
+		b.Fatal(err)
+	}
+}
 
-func (s *s3cryptfsSys) fileKey(rel string) string { return filepath.ToSlash(rel) }
+func (s *s3cryptfsSys) name() string { return s.sys }
+
+func (s *s3cryptfsSys) opaqueKeys() bool { return !s.plain }
+
+// fileKey is the file's key: its path with plaintext names, else the
+// names layer's key, directories resolved through their markers.
+func (s *s3cryptfsSys) fileKey(rel string) string {
+	rel = filepath.ToSlash(rel)
+	if s.plain {
+		return rel
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bucket := strings.TrimPrefix(s.store, "s3://")
+	comps := strings.Split(rel, "/")
+	loc := s.layout.Root()
+	for _, c := range comps[:len(comps)-1] {
+		e, err := s.layout.Entry(loc, c)
+		if err != nil {
+			return ""
+		}
+		h, ok, err := s.e.head(ctx, bucket, e.Key+"/")
+		if err != nil || !ok {
+			return ""
+		}
+		if loc, err = s.layout.Child(loc, c, h.Metadata); err != nil {
+			return ""
+		}
+	}
+	e, err := s.layout.Entry(loc, comps[len(comps)-1])
+	if err != nil {
+		return ""
+	}
+	return e.Key
+}
 
 func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 	b.Helper()
-	dir, log := newMountDir(b, s.e, sysS3cryptfs)
+	dir, log := newMountDir(b, s.e, s.sys)
 	env := s.extraEnv
 	if extra := os.Getenv("S3CRYPTFS_BENCH_MOUNT_ENV"); extra != "" {
 		// For experiments on the mount process only, e.g.
@@ -201,7 +293,7 @@ func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 	// More mount options for experiments, e.g. "--attr-timeout 10s".
 	args = append(args, strings.Fields(os.Getenv("S3CRYPTFS_BENCH_MOUNT_ARGS"))...)
 	startDaemon(b, log, env, s.bin, append(args, s.store, dir)...)
-	return finishMount(b, sysS3cryptfs, s.lat, dir, log, "s3cryptfs", func() error {
+	return finishMount(b, s.sys, s.lat, dir, log, "s3cryptfs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return runQuiet(ctx, s.extraEnv, s.bin, "unmount", dir)

@@ -290,7 +290,7 @@ func (f *FS) implicitDir(pfx string) attr {
 // A directory wins over a file of the same name, as in other S3 filesystems.
 // Results are cached for the attribute TTL.
 func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
-	if a, ok := f.cache.get(key + "/"); ok {
+	if a, ok := f.cache.get(names.Marker(key)); ok {
 		return a, nil
 	}
 	if a, ok := f.cache.get(key); ok {
@@ -306,7 +306,7 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	}
 	dirc := make(chan res, 1)
 	go func() {
-		info, err := f.store.Stat(ctx, key+"/")
+		info, err := f.store.Stat(ctx, names.Marker(key))
 		dirc <- res{info, err}
 	}()
 	fileInfo, fileErr := f.store.Stat(ctx, key)
@@ -314,7 +314,7 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	switch {
 	case dir.err == nil:
 		a := f.attrFromObject(dir.info, true)
-		f.cache.put(key+"/", a, f.ttl)
+		f.cache.put(names.Marker(key), a, f.ttl)
 		return a, nil
 	case !errors.Is(dir.err, backend.ErrNotFound):
 		return attr{}, dir.err
@@ -331,15 +331,15 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 		// A directory is its marker, which holds its id.
 		return attr{}, backend.ErrNotFound
 	}
-	found, err := f.hasChildren(ctx, key+"/")
+	found, err := f.hasChildren(ctx, names.Marker(key))
 	if err != nil {
 		return attr{}, err
 	}
 	if !found {
 		return attr{}, backend.ErrNotFound
 	}
-	a := f.implicitDir(key + "/")
-	f.cache.put(key+"/", a, f.ttl)
+	a := f.implicitDir(names.Marker(key))
+	f.cache.put(names.Marker(key), a, f.ttl)
 	return a, nil
 }
 

@@ -87,7 +87,7 @@ func (d *Dir) markerKey() string {
 	if d.IsRoot() {
 		return ""
 	}
-	return keyOf(&d.Inode) + "/"
+	return names.Marker(keyOf(&d.Inode))
 }
 
 // Lookup finds a child: a node that is open here (possibly not stored yet)
@@ -118,7 +118,7 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	}
 	ch, err := d.newChild(ctx, name, a)
 	if err != nil {
-		f.log.Error("lookup: directory marker without a valid id", "object", e.Key+"/", "err", err)
+		f.log.Error("lookup: directory marker without a valid id", "object", names.Marker(e.Key), "err", err)
 		return nil, syscall.EIO
 	}
 	f.entryOut(a, out)
@@ -210,8 +210,8 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		return nil, f.errno("readdir", pfx, err)
 	}
 	f.reval.noteListing(pfx, len(ents))
-	hits := f.fromIndex(pfx, ents, f.idx.view(pfx, stored))
-	heads := f.statAll(ctx, pfx, ents)
+	hits := f.fromIndex(loc, ents, f.idx.view(pfx, stored))
+	heads := f.statAll(ctx, loc, ents)
 	f.log.Debug("readdir", "dir", pfx, "entries", len(ents), "index_entries", len(stored), "from_index", hits, "heads", heads)
 	f.indexListing(pfx, mark, ents, stored)
 	if f.names.Encrypted() {
@@ -287,7 +287,7 @@ func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
 		if e.a.kind == 0 {
 			continue
 		}
-		key := loc.Prefix + e.seg
+		key := loc.Key(e.seg)
 		if e.name == "" {
 			n, err := f.names.Name(loc, e.seg, e.a.lmeta[names.MetaLongName])
 			if err != nil || !validName(n) {
@@ -298,7 +298,7 @@ func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
 		}
 		if e.a.kind == kindDir {
 			if _, err := f.names.Child(loc, e.name, e.a.info.Metadata); err != nil {
-				f.badName(key+"/", "listing: a directory marker does not hold an id for this place: not listed", err)
+				f.badName(names.Marker(key), "listing: a directory marker does not hold an id for this place: not listed", err)
 				e.name = ""
 			}
 		}
@@ -310,7 +310,7 @@ func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
 // listed (same ETag and size, and LastModified when recorded), and caches
 // them. The attributes are built from the recorded metadata exactly as a
 // HEAD's would be. It returns how many entries it filled.
-func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
+func (f *FS) fromIndex(pfx names.Dir, ents []listed, ix map[string]idxEntry) int {
 	if len(ix) == 0 {
 		return 0
 	}
@@ -328,7 +328,7 @@ func (f *FS) fromIndex(pfx string, ents []listed, ix map[string]idxEntry) int {
 		info.Metadata = ie.meta()
 		e.a = f.attrFromObject(info, false)
 		e.stat = false
-		f.cache.put(pfx+e.seg, e.a, f.ttl)
+		f.cache.put(pfx.Key(e.seg), e.a, f.ttl)
 		n++
 	}
 	return n
@@ -369,7 +369,7 @@ func (f *FS) indexListing(pfx string, mark uint64, ents []listed, stored map[str
 // statPar at a time, and caches them. An entry that disappeared in between
 // gets kind 0; other errors keep the listing's defaults. It returns the
 // number of HEADs.
-func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) int {
+func (f *FS) statAll(ctx context.Context, pfx names.Dir, ents []listed) int {
 	sem := make(chan struct{}, f.statPar)
 	var wg sync.WaitGroup
 	n := 0
@@ -383,9 +383,9 @@ func (f *FS) statAll(ctx context.Context, pfx string, ents []listed) int {
 		go func(e *listed) {
 			defer func() { <-sem; wg.Done() }()
 			isDir := e.a.kind == kindDir
-			key := pfx + e.seg
+			key := pfx.Key(e.seg)
 			if isDir {
-				key += "/"
+				key = names.Marker(key)
 			}
 			info, err := f.store.Stat(ctx, key)
 			switch {
@@ -489,7 +489,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		return nil, f.errno("mkdir", e.Key, err)
 	}
 	a.lmeta = withLong(lmeta, e)
-	key := e.Key + "/"
+	key := names.Marker(e.Key)
 	info, err := f.putNew(detach(ctx), key, a.meta())
 	if err != nil {
 		return nil, f.errno("mkdir", key, err)
@@ -536,7 +536,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	fl.opens = 1
 	fl.metaDirty = true
 	f.trackOpen(fl, true)
-	f.cache.del(key, key+"/")
+	f.cache.del(key, names.Marker(key))
 	ch := d.newNode(ctx, name, fl, a)
 	f.entryOut(a, out)
 	return ch, fl.newHandle(flags), 0, 0
@@ -646,7 +646,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return syscall.ENOENT
 	}
-	key := e.Key + "/"
+	key := names.Marker(e.Key)
 	if ch := d.GetChild(name); ch != nil {
 		if cd, ok := ch.Operations().(*Dir); ok && cd.hasPending() {
 			return syscall.ENOTEMPTY
@@ -679,7 +679,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (d *Dir) subdirLoc(ctx context.Context, name, key string) (names.Dir, syscall.Errno) {
 	f := d.fsys
 	if !f.names.Encrypted() {
-		return names.Dir{Prefix: key + "/"}, 0
+		return names.PlainDir(key), 0
 	}
 	if ch := d.GetChild(name); ch != nil {
 		if cd, ok := ch.Operations().(*Dir); ok {
@@ -695,7 +695,7 @@ func (d *Dir) subdirLoc(ctx context.Context, name, key string) (names.Dir, sysca
 	}
 	loc, err := d.childLoc(name, a)
 	if err != nil {
-		f.log.Error("directory marker without a valid id", "object", key+"/", "err", err)
+		f.log.Error("directory marker without a valid id", "object", names.Marker(key), "err", err)
 		return names.Dir{}, syscall.EIO
 	}
 	return loc, 0

@@ -35,7 +35,7 @@ import (
 
 // ConfigKey is the vault config object at the store root. The mount hides it
 // and refuses to create anything under that name at the root.
-const ConfigKey = ".s3cryptfs.conf"
+const ConfigKey = names.ConfigKey
 
 // Options configure a mounted tree.
 type Options struct {

@@ -36,7 +36,7 @@ import (
 // Directories are not indexed: a delimited listing shows a subdirectory as a
 // common prefix, without its marker's ETag, so an indexed entry for it could
 // not be validated; subdirectory markers are still HEADed.
-const IndexRoot = ".s3cryptfs.idx"
+const IndexRoot = names.IndexRoot
 
 const (
 	// indexVersion 2 added inode numbers, atime, special files and
@@ -63,7 +63,7 @@ var errBadIndex = errors.New("unusable attribute index")
 // indexKey is the object holding the index of the directory with key
 // prefix dirPrefix ("" for the root), or "" if that key would be too long.
 func indexKey(dirPrefix string) string {
-	k := IndexRoot + "/" + dirPrefix + "_"
+	k := names.IndexKey(dirPrefix)
 	if len(k) > maxKeyLen {
 		return ""
 	}

@@ -122,7 +122,7 @@ func (d *Dir) location() names.Dir {
 	if k == "" {
 		return orphan
 	}
-	return names.Dir{Prefix: k + "/"}
+	return names.PlainDir(k)
 }
 
 // entry is where the entry name of d is stored.

@@ -99,7 +99,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		}
 	}
 	if srcKind == kindDir {
-		if strings.HasPrefix(dstKey+"/", srcKey+"/") {
+		if names.Under(dstKey, srcKey) {
 			return syscall.EINVAL // into its own subtree
 		}
 		for p := &nd.Inode; src != nil && p != nil; _, p = p.Parent() {
@@ -111,7 +111,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		if f.names.Encrypted() {
 			errno = f.moveDir(ctx, d, nd, src, name, newName, se, de, dstKind != 0)
 		} else {
-			errno = f.renameDir(ctx, d, nd, src, se.Key+"/", de.Key+"/", newName, dstKind != 0)
+			errno = f.renameDir(ctx, d, nd, src, names.Marker(se.Key), names.Marker(de.Key), newName, dstKind != 0)
 		}
 		if errno == 0 {
 			d.addSubdirs(-1)
@@ -393,7 +393,7 @@ func (f *FS) copyKeepIno(ctx context.Context, src, dst, long string) (backend.Ob
 // the Delete leaves both markers, naming the same directory: every entry is
 // reachable under both names, none is lost (docs/SEMANTICS.md).
 func (f *FS) moveDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, newName string, se, de names.Entry, dstExists bool) syscall.Errno {
-	srcMarker, dstMarker := se.Key+"/", de.Key+"/"
+	srcMarker, dstMarker := names.Marker(se.Key), names.Marker(de.Key)
 	loc, errno := d.subdirLoc(ctx, name, se.Key)
 	if errno != 0 {
 		return errno

@@ -1,7 +1,10 @@
 package tests
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -21,6 +24,9 @@ func TestDependencyDirection(t *testing.T) {
 		{"cache/...", []string{mod + "cipher", mod + "backend", mod + "fs", fuse}},
 		{"backend/...", []string{mod + "cipher", mod + "cache", mod + "fs", fuse}},
 		{"fs/content/...", []string{fuse, mod + "cmd"}},
+		// fs/names maps paths to keys for the mount and for the commands
+		// that read a vault without one: no FUSE, no store, no I/O.
+		{"fs/names", []string{fuse, mod + "backend", mod + "cmd", mod + "fs/content", "github.com/aws/"}},
 		{"fs/...", []string{mod + "cmd"}},
 		// internal/vault opens and administers a vault through cipher and
 		// backend only: no FUSE, no filesystem, and no AWS SDK (KMS is an
@@ -43,6 +49,33 @@ func TestDependencyDirection(t *testing.T) {
 				if d == f || strings.HasPrefix(d, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) {
 					t.Errorf("%s depends on %s (forbidden: %s)", r.pkgs, d, f)
 				}
+			}
+		}
+	}
+}
+
+// TestFSBuildsNoKeys: the FUSE node code (package fs) builds no object key:
+// every key, marker, listing segment and index key comes from fs/names, the
+// one layer that maps paths to keys and back. A key built by hand (joining
+// with "/", appending to a prefix) would bypass the encrypted layout.
+func TestFSBuildsNoKeys(t *testing.T) {
+	files, err := filepath.Glob("../fs/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fs sources: %v", err)
+	}
+	build := regexp.MustCompile(`\+ *"/"|"/" *\+|\bPrefix *\+|\bpfx *\+|\.Path\(nil\) *\+`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			code, _, _ := strings.Cut(line, "//")
+			if build.MatchString(code) {
+				t.Errorf("%s:%d builds a key by hand (use fs/names): %s", f, i+1, strings.TrimSpace(line))
 			}
 		}
 	}

@@ -302,3 +302,30 @@ func Keep(meta map[string]string) map[string]string {
 
 // Equal reports whether a and b are the same directory.
 func (d Dir) Equal(o Dir) bool { return d.Prefix == o.Prefix && bytes.Equal(d.ID, o.ID) }
+
+// Marker is the key of the marker object of the directory stored at key
+// (an Entry's Key): the key and a slash.
+func Marker(key string) string { return key + "/" }
+
+// Key is the object key of the key segment seg listed in d.
+func (d Dir) Key(seg string) string { return d.Prefix + seg }
+
+// PlainDir is the location of the plaintext-names directory whose key (an
+// Entry's Key, no slash) is key: its entries are under key + "/".
+func PlainDir(key string) Dir { return Dir{Prefix: Marker(key)} }
+
+// Under reports whether key is key dir itself or lies below it, with
+// plaintext names (where a directory's entries share its key as a prefix).
+func Under(key, dir string) bool { return strings.HasPrefix(Marker(key), Marker(dir)) }
+
+// The vault's own objects at the store root, outside every directory's
+// entries: the config, and the namespace of the per-directory attribute
+// indexes (fs.IndexRoot has the index's story).
+const (
+	ConfigKey = ".s3cryptfs.conf"
+	IndexRoot = ".s3cryptfs.idx"
+)
+
+// IndexKey is the key of the attribute index of the directory whose entries
+// are under prefix ("" for the root of a plaintext-names vault).
+func IndexKey(prefix string) string { return IndexRoot + "/" + prefix + "_" }

@@ -164,8 +164,8 @@ const (
 	// the workloads where names matter (the tree, directory rename) beside
 	// the default vault, which encrypts them.
 	sysS3cryptfsPlain = "s3cryptfs-plain-names"
-	sysS3fs      = "s3fs"
-	sysRclone    = "rclone-crypt"
+	sysS3fs           = "s3fs"
+	sysRclone         = "rclone-crypt"
 )
 
 var columns = []string{sysSDK, sysS3cryptfs, sysS3cryptfsPlain, sysS3fs, sysRclone}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/backend/local"
@@ -612,5 +613,69 @@ func TestLongNamesListFromIndex(t *testing.T) {
 	}
 	if b, err := os.ReadFile(m.path("long/" + name(7))); err != nil || string(b) != "7" {
 		t.Errorf("read a long name: %q %v", b, err)
+	}
+}
+
+// TestVaultV2PlainFixture: a vault made before names were encrypted
+// (tests/testdata/vault-v2-plain, written by the binary of commit 74f173e:
+// config version 2 without the names flag, plaintext keys, attribute
+// indexes) mounts and works unchanged: the same contents, attributes,
+// symlink and xattr; key list says plaintext names; new files keep the
+// plaintext layout.
+func TestVaultV2PlainFixture(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("testdata/vault-v2-plain")); err != nil {
+		t.Fatal(err)
+	}
+	st := &store{kind: "local", spec: dir, dir: dir}
+	const pass = "fixture passphrase v2"
+	pf := passFile(t, pass)
+	if r := st.run(t, nil, "key", "list", st.spec); r.code != 0 || !strings.Contains(r.stdout, "plaintext names") {
+		t.Fatalf("key list: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	m, r := st.tryMount(t, "--passphrase-file", pf)
+	if r.code != 0 {
+		t.Fatalf("mount of the fixture: exit %d: %s\n%s", r.code, r.stderr, readLog(m.log))
+	}
+	want := map[string]string{
+		"hello.txt":              "b76093d3fc110ef4bf2432e4c98380c08c10f5f4c36d7351155d89b7575cd76c",
+		"dir/sub dir/nested.txt": "370a8c04b8a65bb4494275eec227f1b694db04c76da6b0b8ae88ed1ab19790a3",
+		"big.bin":                "feb50a36b80e78b8becc439b5bfbb73363e3180ade76adc2f98ed460a420543a",
+		"empty":                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+	}
+	check := func(m *mount) {
+		t.Helper()
+		for name, sum := range want {
+			b, err := os.ReadFile(m.path(name))
+			if err != nil || hexSum(b) != sum {
+				t.Fatalf("%s: %v, content differs from what the old version stored", name, err)
+			}
+		}
+		if target, err := os.Readlink(m.path("link")); err != nil || target != "hello.txt" {
+			t.Fatalf("symlink: %q %v", target, err)
+		}
+		if fi, err := os.Stat(m.path("big.bin")); err != nil || fi.ModTime().Unix() != 1735787045 {
+			t.Fatalf("big.bin mtime: %v %v", fi, err)
+		}
+		if fi, err := os.Stat(m.path("hello.txt")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("hello.txt mode: %v %v", fi, err)
+		}
+		buf := make([]byte, 64)
+		if n, err := unix.Getxattr(m.path("hello.txt"), "user.note", buf); err != nil || string(buf[:n]) != "kept" {
+			t.Fatalf("xattr: %q %v", buf[:n], err)
+		}
+	}
+	check(m)
+	writeFile(t, m.path("dir/new file.txt"), "written after the change")
+	if err := os.Rename(m.path("dir/sub dir"), m.path("dir/renamed dir")); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "dir/sub dir/nested.txt")
+	want["dir/renamed dir/nested.txt"] = "370a8c04b8a65bb4494275eec227f1b694db04c76da6b0b8ae88ed1ab19790a3"
+	m = m.remount("--passphrase-file", pf)
+	check(m)
+	if st.rawMaybe(t, "dir/new file.txt") == nil || st.rawMaybe(t, "dir/renamed dir/nested.txt") == nil {
+		t.Fatalf("new and renamed files not under their paths: %v", localKeys(t, dir))
 	}
 }

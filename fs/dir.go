@@ -35,6 +35,9 @@ type Dir struct {
 	// directory's id) and at the root; location() derives it from the path
 	// otherwise. Guarded by attrs.mu.
 	loc names.Dir
+	// known answers lookups of absent names (negative.go). Guarded by
+	// attrs.mu.
+	known knownSegs
 }
 
 // nlink is the directory's st_nlink: 2 plus its subdirectories when a
@@ -111,6 +114,9 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	e, err := d.entry(name)
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
+	}
+	if d.GetChild(name) == nil && d.knownAbsent(ctx, e.Seg) {
+		return nil, syscall.ENOENT // negative.go: no request
 	}
 	a, err := f.lookupKey(ctx, e.Key)
 	if err != nil {
@@ -208,6 +214,13 @@ func (d *Dir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	stored := <-idxc
 	if err != nil {
 		return nil, f.errno("readdir", pfx, err)
+	}
+	if len(index) <= 100000 {
+		segs := make(map[string]struct{}, len(index))
+		for seg := range index {
+			segs[seg] = struct{}{}
+		}
+		d.setKnown(segs, started)
 	}
 	f.reval.noteListing(pfx, len(ents))
 	hits := f.fromIndex(loc, ents, f.idx.view(pfx, stored))
@@ -501,6 +514,8 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	f.cache.put(key, a, f.ttl)
 	dd := &Dir{fsys: f, loc: loc}
 	dd.set(a)
+	dd.setKnown(map[string]struct{}{}, time.Now()) // a new directory is empty
+	d.noteSeg(e.Seg, true)
 	ch := d.newNode(ctx, name, dd, a)
 	if dd, ok := ch.Operations().(*Dir); ok {
 		dd.setSubdirs(0, time.Now()) // empty: nothing can be under a new marker's prefix
@@ -537,6 +552,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	fl.metaDirty = true
 	f.trackOpen(fl, true)
 	f.cache.del(key, names.Marker(key))
+	d.noteSeg(e.Seg, true)
 	ch := d.newNode(ctx, name, fl, a)
 	f.entryOut(a, out)
 	return ch, fl.newHandle(flags), 0, 0
@@ -599,6 +615,7 @@ func (d *Dir) Symlink(ctx context.Context, target, name string, out *fuse.EntryO
 	a.info = info
 	f.cache.put(key, a, f.ttl)
 	f.idx.stored(key, info, a.meta())
+	d.noteSeg(e.Seg, true)
 	s := &Symlink{fsys: f, target: target}
 	s.set(a)
 	ch := d.newNode(ctx, name, s, a)
@@ -628,8 +645,10 @@ func (d *Dir) Unlink(ctx context.Context, name string) syscall.Errno {
 		fl.markDeleted()
 	}
 	if err := f.store.Delete(detach(ctx), key); err != nil {
+		d.forgetKnown()
 		return f.errno("unlink", key, err)
 	}
+	d.noteSeg(e.Seg, false)
 	f.cache.del(key)
 	f.idx.removed(key)
 	return 0
@@ -665,8 +684,10 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.ENOTEMPTY
 	}
 	if err := f.store.Delete(ctx, key); err != nil {
+		d.forgetKnown()
 		return f.errno("rmdir", key, err)
 	}
+	d.noteSeg(e.Seg, false)
 	d.addSubdirs(-1)
 	f.cache.del(key)
 	f.idx.deleteIndex(ctx, loc.Prefix)

@@ -119,9 +119,25 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 				nd.addSubdirs(1)
 			}
 		}
+		d.renamed(nd, se, de, errno)
 		return errno
 	}
-	return f.renameObject(ctx, src, nd, srcKey, de, newName)
+	errno = f.renameObject(ctx, src, nd, srcKey, de, newName)
+	d.renamed(nd, se, de, errno)
+	return errno
+}
+
+// renamed keeps the known segments of both directories (negative.go) in
+// step with a rename from d's se to nd's de: moved when it succeeded,
+// unknown when it failed part way.
+func (d *Dir) renamed(nd *Dir, se, de names.Entry, errno syscall.Errno) {
+	if errno != 0 {
+		d.forgetKnown()
+		nd.forgetKnown()
+		return
+	}
+	d.noteSeg(se.Seg, false)
+	nd.noteSeg(de.Seg, true)
 }
 
 // renameObject moves a file or symlink: sync, copy, delete.

@@ -43,6 +43,7 @@ func (d *Dir) mknodSpecial(ctx context.Context, name string, k kind, mode, dev u
 	}
 	a.lmeta = withLong(nil, e)
 	key := e.Key
+	defer d.noteSeg(e.Seg, true)
 	info, err := f.putNew(detach(ctx), key, a.meta())
 	if err != nil {
 		return nil, f.errno("mknod", key, err)

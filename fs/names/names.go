@@ -146,6 +146,9 @@ type Entry struct {
 	// Key is the object key of a file, symlink or special file; a
 	// directory's marker is Key + "/".
 	Key string
+	// Seg is Key's last segment, as a delimited listing of the directory
+	// shows it (a subdirectory's without the slash).
+	Seg string
 	// Long is the full encoded name when Key ends in a shortened segment,
 	// to be stored as MetaLongName; empty otherwise.
 	Long string
@@ -159,7 +162,7 @@ func (l *Layout) Entry(d Dir, name string) (Entry, error) {
 		if len(k)+1 > maxKeyLen {
 			return Entry{}, ErrTooLong
 		}
-		return Entry{Key: k}, nil
+		return Entry{Key: k, Seg: name}, nil
 	}
 	ct, err := l.names.EncryptDeterministically([]byte(name), d.ID)
 	if err != nil {
@@ -167,9 +170,10 @@ func (l *Layout) Entry(d Dir, name string) (Entry, error) {
 	}
 	enc := b64.EncodeToString(ct)
 	if len(enc) <= MaxSegment {
-		return Entry{Key: d.Prefix + enc}, nil
+		return Entry{Key: d.Prefix + enc, Seg: enc}, nil
 	}
-	return Entry{Key: d.Prefix + shorten(enc), Long: enc}, nil
+	s := shorten(enc)
+	return Entry{Key: d.Prefix + s, Seg: s, Long: enc}, nil
 }
 
 // maxKeyLen is the longest S3 key.

@@ -176,8 +176,7 @@ func (f *FS) renameObject(ctx context.Context, src *gofs.Inode, nd *Dir, srcKey 
 		fl.attr.info = info
 		fl.attr.lmeta = names.Keep(info.Metadata)
 		if fl.cf != nil {
-			fl.cf.SetKey(dstKey)
-			fl.cf.Refresh(info)
+			fl.cf.Moved(dstKey, &info)
 			fl.lastETag = info.ETag
 		}
 		fl.mu.Unlock()
@@ -262,19 +261,17 @@ func (f *FS) renameDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, srcPfx,
 	f.cache.delPrefix(srcPfx)
 	f.cache.delPrefix(dstPfx)
 	f.indexRenamedDir(ctx, srcPfx, keys, copied)
-	f.cache.del(strings.TrimSuffix(srcPfx, "/"), strings.TrimSuffix(dstPfx, "/"))
+	f.cache.del(strings.TrimSuffix(srcPfx, "/"), strings.TrimSuffix(dstPfx, "/")) // the markers' names without the slash
 	if src != nil {
 		for _, fl := range files {
 			fl.mu.Lock()
 			if fl.cf != nil {
-				dst := dstPfx + strings.TrimPrefix(fl.cf.Key(), srcPfx)
-				fl.cf.SetKey(dst)
-				// The copy may carry a new ETag (multipart copies, local
-				// and mem stores): adopt it as the same bytes, or the open
-				// file's If-Match reads would fail.
+				dst := names.Rebase(fl.cf.Key(), srcPfx, dstPfx)
+				var cp *backend.ObjectInfo
 				if info, ok := copied[dst]; ok {
-					fl.cf.Refresh(info)
+					cp = &info
 				}
+				fl.cf.Moved(dst, cp)
 			}
 			fl.mu.Unlock()
 		}
@@ -302,7 +299,7 @@ func (f *FS) copyAll(ctx context.Context, keys []string, srcPfx, dstPfx string) 
 		sem <- struct{}{}
 		go func(k string) {
 			defer func() { <-sem; wg.Done() }()
-			dst := dstPfx + strings.TrimPrefix(k, srcPfx)
+			dst := names.Rebase(k, srcPfx, dstPfx)
 			info, err := f.copyKeepIno(ctx, k, dst, "")
 			if err != nil {
 				once.Do(func() { first = err; cancel() })

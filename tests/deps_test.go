@@ -63,7 +63,7 @@ func TestFSBuildsNoKeys(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no fs sources: %v", err)
 	}
-	build := regexp.MustCompile(`\+ *"/"|"/" *\+|\bPrefix *\+|\bpfx *\+|\.Path\(nil\) *\+`)
+	build := regexp.MustCompile(`\+ *"/"|"/" *\+|(?i:prefix|pfx) *\+|\.Path\(nil\) *\+`)
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue

@@ -266,6 +266,18 @@ func (f *File) Key() string {
 	return f.key
 }
 
+// Moved records that the filesystem moved the object to key (it syncs
+// dirty files first); copied is what the store reported for the copy, if
+// known: a copy may carry a new ETag (multipart copies, local and mem
+// stores), which the file adopts as the same bytes, since reads check it
+// (If-Match). The one call a rename makes.
+func (f *File) Moved(key string, copied *backend.ObjectInfo) {
+	f.SetKey(key)
+	if copied != nil {
+		f.Refresh(*copied)
+	}
+}
+
 // SetKey records that the filesystem renamed the object (it syncs dirty
 // files first). Follow with Refresh(info of the copy): a copy may carry a
 // new ETag, and reads check it (If-Match).

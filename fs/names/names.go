@@ -333,3 +333,7 @@ const (
 // IndexKey is the key of the attribute index of the directory whose entries
 // are under prefix ("" for the root of a plaintext-names vault).
 func IndexKey(prefix string) string { return IndexRoot + "/" + prefix + "_" }
+
+// Rebase is key moved from under the prefix from to under the prefix to:
+// a plaintext-names directory rename moves every key below it.
+func Rebase(key, from, to string) string { return to + strings.TrimPrefix(key, from) }

@@ -28,10 +28,14 @@ const (
 	metaXattr = "xattr" // extended attributes, sealed (xattr.go)
 
 	typeSymlink = "symlink"
-	typeFifo    = "fifo"
-	typeSocket  = "socket"
-	typeChar    = "chardev"
-	typeBlock   = "blockdev"
+	// typeDir marks a directory's object: with encrypted names the only
+	// sign of one (its key has no slash); with plaintext names the
+	// marker's slash says so already.
+	typeDir    = "dir"
+	typeFifo   = "fifo"
+	typeSocket = "socket"
+	typeChar   = "chardev"
+	typeBlock  = "blockdev"
 )
 
 // StreamKeepsMeta is what a mount passes as content.Options.StreamKeepsMeta:
@@ -83,6 +87,8 @@ func (k kind) special() bool { return k >= kindFifo && k <= kindBlock }
 // typeName is the metadata "type" value of k ("" for files and dirs).
 func (k kind) typeName() string {
 	switch k {
+	case kindDir:
+		return typeDir
 	case kindSymlink:
 		return typeSymlink
 	case kindFifo:
@@ -97,10 +103,12 @@ func (k kind) typeName() string {
 	return ""
 }
 
-// kindOfType is the kind a non-directory object with metadata type t has:
-// a file for "" and for any value this version does not know.
+// kindOfType is the kind an object with metadata type t has: a file for ""
+// and for any value this version does not know.
 func kindOfType(t string) kind {
 	switch t {
+	case typeDir:
+		return kindDir
 	case typeSymlink:
 		return kindSymlink
 	case typeFifo:
@@ -222,10 +230,15 @@ func (a attr) fill(out *fuse.Attr) {
 // defaults, because objects written by other tools carry none.
 func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 	a := attr{kind: kindFile, mode: 0o644, uid: f.uid, gid: f.gid, mtime: info.LastModified, info: info}
-	if isDir {
+	if !isDir {
+		a.kind = kindOfType(info.Metadata[metaType])
+		isDir = a.kind == kindDir // an encrypted-name directory's object
+	}
+	switch {
+	case isDir:
 		a.kind = kindDir
 		a.mode = 0o755
-	} else if a.kind = kindOfType(info.Metadata[metaType]); a.kind == kindSymlink {
+	case a.kind == kindSymlink:
 		a.mode = 0o777
 	}
 	if v, err := strconv.ParseUint(info.Metadata[metaMode], 8, 32); err == nil {
@@ -256,7 +269,7 @@ func (f *FS) attrFromObject(info backend.ObjectInfo, isDir bool) attr {
 	a.lmeta = names.Keep(info.Metadata)
 	// A listed object (no metadata yet) of size 0 may be a special file:
 	// its size is not a layout error until a HEAD says it is a file.
-	if !isDir && !a.kind.special() && (info.Metadata != nil || info.Size != 0) {
+	if a.kind != kindDir && !a.kind.special() && (info.Metadata != nil || info.Size != 0) {
 		a.size = f.plainSize(info)
 	}
 	return a
@@ -288,9 +301,10 @@ func (f *FS) implicitDir(pfx string) attr {
 // lookupKey finds what the name key (no trailing slash) is in the store: a
 // directory (marker "key/" or any key under "key/"), a file or a symlink.
 // A directory wins over a file of the same name, as in other S3 filesystems.
+// With encrypted names every entry is the one object at key: one HEAD.
 // Results are cached for the attribute TTL.
 func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
-	if a, ok := f.cache.get(names.Marker(key)); ok {
+	if a, ok := f.cache.get(f.names.Marker(key)); ok {
 		return a, nil
 	}
 	if a, ok := f.cache.get(key); ok {
@@ -300,13 +314,22 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	if a, ok := f.revalidated(ctx, key); ok {
 		return a, nil
 	}
+	if !f.names.SeparateMarkers() {
+		info, err := f.store.Stat(ctx, key)
+		if err != nil {
+			return attr{}, err
+		}
+		a := f.attrFromObject(info, false)
+		f.cache.put(key, a, f.ttl)
+		return a, nil
+	}
 	type res struct {
 		info backend.ObjectInfo
 		err  error
 	}
 	dirc := make(chan res, 1)
 	go func() {
-		info, err := f.store.Stat(ctx, names.Marker(key))
+		info, err := f.store.Stat(ctx, f.names.Marker(key))
 		dirc <- res{info, err}
 	}()
 	fileInfo, fileErr := f.store.Stat(ctx, key)
@@ -314,7 +337,7 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 	switch {
 	case dir.err == nil:
 		a := f.attrFromObject(dir.info, true)
-		f.cache.put(names.Marker(key), a, f.ttl)
+		f.cache.put(f.names.Marker(key), a, f.ttl)
 		return a, nil
 	case !errors.Is(dir.err, backend.ErrNotFound):
 		return attr{}, dir.err
@@ -331,15 +354,15 @@ func (f *FS) lookupKey(ctx context.Context, key string) (attr, error) {
 		// A directory is its marker, which holds its id.
 		return attr{}, backend.ErrNotFound
 	}
-	found, err := f.hasChildren(ctx, names.Marker(key))
+	found, err := f.hasChildren(ctx, f.names.Marker(key))
 	if err != nil {
 		return attr{}, err
 	}
 	if !found {
 		return attr{}, backend.ErrNotFound
 	}
-	a := f.implicitDir(names.Marker(key))
-	f.cache.put(names.Marker(key), a, f.ttl)
+	a := f.implicitDir(f.names.Marker(key))
+	f.cache.put(f.names.Marker(key), a, f.ttl)
 	return a, nil
 }
 

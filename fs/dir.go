@@ -90,7 +90,7 @@ func (d *Dir) markerKey() string {
 	if d.IsRoot() {
 		return ""
 	}
-	return names.Marker(keyOf(&d.Inode))
+	return d.fsys.names.Marker(keyOf(&d.Inode))
 }
 
 // Lookup finds a child: a node that is open here (possibly not stored yet)
@@ -115,7 +115,7 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
 	}
-	if d.GetChild(name) == nil && d.knownAbsent(ctx, e.Seg) {
+	if d.GetChild(name) == nil && !f.cache.seen(e.Key, f.names.Marker(e.Key)) && d.knownAbsent(ctx, e.Seg) {
 		return nil, syscall.ENOENT // negative.go: no request
 	}
 	a, err := f.lookupKey(ctx, e.Key)
@@ -124,7 +124,7 @@ func (d *Dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gof
 	}
 	ch, err := d.newChild(ctx, name, a)
 	if err != nil {
-		f.log.Error("lookup: directory marker without a valid id", "object", names.Marker(e.Key), "err", err)
+		f.log.Error("lookup: directory marker without a valid id", "object", f.names.Marker(e.Key), "err", err)
 		return nil, syscall.EIO
 	}
 	f.entryOut(a, out)
@@ -311,7 +311,7 @@ func (f *FS) checkEncrypted(loc names.Dir, ents []listed) {
 		}
 		if e.a.kind == kindDir {
 			if _, err := f.names.Child(loc, e.name, e.a.info.Metadata); err != nil {
-				f.badName(names.Marker(key), "listing: a directory marker does not hold an id for this place: not listed", err)
+				f.badName(f.names.Marker(key), "listing: a directory marker does not hold an id for this place: not listed", err)
 				e.name = ""
 			}
 		}
@@ -398,7 +398,7 @@ func (f *FS) statAll(ctx context.Context, pfx names.Dir, ents []listed) int {
 			isDir := e.a.kind == kindDir
 			key := pfx.Key(e.seg)
 			if isDir {
-				key = names.Marker(key)
+				key = f.names.Marker(key)
 			}
 			info, err := f.store.Stat(ctx, key)
 			switch {
@@ -471,6 +471,9 @@ func (d *Dir) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrI
 		a.info = info
 		d.set(a)
 		f.cache.put(key, a, f.ttl)
+		if !f.names.SeparateMarkers() {
+			f.idx.stored(key, info, a.meta())
+		}
 	}
 	a.fill(&out.Attr)
 	out.Nlink = d.nlink()
@@ -502,7 +505,7 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 		return nil, f.errno("mkdir", e.Key, err)
 	}
 	a.lmeta = withLong(lmeta, e)
-	key := names.Marker(e.Key)
+	key := f.names.Marker(e.Key)
 	info, err := f.putNew(detach(ctx), key, a.meta())
 	if err != nil {
 		return nil, f.errno("mkdir", key, err)
@@ -512,6 +515,9 @@ func (d *Dir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.Ent
 	}
 	a.info = info
 	f.cache.put(key, a, f.ttl)
+	if !f.names.SeparateMarkers() {
+		f.idx.stored(key, info, a.meta()) // an entry object like a file's
+	}
 	dd := &Dir{fsys: f, loc: loc}
 	dd.set(a)
 	dd.setKnown(map[string]struct{}{}, time.Now()) // a new directory is empty
@@ -551,7 +557,7 @@ func (d *Dir) Create(ctx context.Context, name string, flags uint32, mode uint32
 	fl.opens = 1
 	fl.metaDirty = true
 	f.trackOpen(fl, true)
-	f.cache.del(key, names.Marker(key))
+	f.cache.del(key, f.names.Marker(key))
 	d.noteSeg(e.Seg, true)
 	ch := d.newNode(ctx, name, fl, a)
 	f.entryOut(a, out)
@@ -665,7 +671,7 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return syscall.ENOENT
 	}
-	key := names.Marker(e.Key)
+	key := f.names.Marker(e.Key)
 	if ch := d.GetChild(name); ch != nil {
 		if cd, ok := ch.Operations().(*Dir); ok && cd.hasPending() {
 			return syscall.ENOTEMPTY
@@ -690,6 +696,9 @@ func (d *Dir) Rmdir(ctx context.Context, name string) syscall.Errno {
 	d.noteSeg(e.Seg, false)
 	d.addSubdirs(-1)
 	f.cache.del(key)
+	if !f.names.SeparateMarkers() {
+		f.idx.removed(key)
+	}
 	f.idx.deleteIndex(ctx, loc.Prefix)
 	return 0
 }
@@ -716,7 +725,7 @@ func (d *Dir) subdirLoc(ctx context.Context, name, key string) (names.Dir, sysca
 	}
 	loc, err := d.childLoc(name, a)
 	if err != nil {
-		f.log.Error("directory marker without a valid id", "object", names.Marker(key), "err", err)
+		f.log.Error("directory marker without a valid id", "object", f.names.Marker(key), "err", err)
 		return names.Dir{}, syscall.EIO
 	}
 	return loc, 0

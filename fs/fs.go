@@ -327,6 +327,20 @@ func (c *attrCache) get(key string) (attr, bool) {
 	return e.a, true
 }
 
+// seen reports whether any of keys (a file's key, a directory's marker)
+// has an entry, fresh or expired: the name existed lately, so a lookup of
+// it is not a negative one to answer from a directory's known segments.
+func (c *attrCache) seen(keys ...string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		if _, ok := c.entries[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // stale returns key's entry even if it has expired (see revalidated).
 func (c *attrCache) stale(key string) (attr, bool) {
 	c.mu.Lock()

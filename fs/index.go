@@ -79,7 +79,7 @@ type idxEntry struct {
 	// nanoseconds; 0 when the entry was learned from a Put or Copy answer,
 	// whose times need not match a listing's.
 	LM    int64  `json:"lm,omitempty"`
-	Kind  string `json:"k"` // "f" file, "l" symlink, "p" FIFO, "s" socket, "c"/"b" devices
+	Kind  string `json:"k"` // "f" file, "l" symlink, "p" FIFO, "s" socket, "c"/"b" devices, "d" directory (encrypted names)
 	Mode  uint32 `json:"m"`
 	UID   uint32 `json:"u"`
 	GID   uint32 `json:"g"`
@@ -94,12 +94,16 @@ type idxEntry struct {
 	// so that a listing learns the name with no request; fs/names checks it
 	// against the segment it is listed under.
 	Long string `json:"n,omitempty"`
+	// DirID is an encrypted-name directory's sealed id (names.MetaDirID):
+	// such a directory is an object with an ETag, so the index vouches
+	// for it like for a file, and a listing needs no HEAD for it.
+	DirID string `json:"di,omitempty"`
 }
 
 // Index kind codes, by metadata type.
 var (
-	idxKinds = map[string]string{"": "f", typeSymlink: "l", typeFifo: "p", typeSocket: "s", typeChar: "c", typeBlock: "b"}
-	idxTypes = map[string]string{"f": "", "l": typeSymlink, "p": typeFifo, "s": typeSocket, "c": typeChar, "b": typeBlock}
+	idxKinds = map[string]string{"": "f", typeSymlink: "l", typeFifo: "p", typeSocket: "s", typeChar: "c", typeBlock: "b", typeDir: "d"}
+	idxTypes = map[string]string{"f": "", "l": typeSymlink, "p": typeFifo, "s": typeSocket, "c": typeChar, "b": typeBlock, "d": typeDir}
 )
 
 // indexDoc is the stored form (JSON, encrypted when the mount encrypts).
@@ -150,6 +154,7 @@ func entryFromStored(info backend.ObjectInfo, meta map[string]string, lm time.Ti
 		e.LM = lm.UnixNano()
 	}
 	e.Long = meta[names.MetaLongName]
+	e.DirID = meta[names.MetaDirID]
 	return e, true
 }
 
@@ -188,6 +193,9 @@ func (e idxEntry) meta() map[string]string {
 	}
 	if e.Long != "" {
 		m[names.MetaLongName] = e.Long
+	}
+	if e.DirID != "" {
+		m[names.MetaDirID] = e.DirID
 	}
 	return m
 }

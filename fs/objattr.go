@@ -38,9 +38,11 @@ type ObjectAttr struct {
 var specialTypes = map[string]bool{typeFifo: true, typeSocket: true, typeChar: true, typeBlock: true}
 
 // ObjectAttrOf decodes the user metadata of info (from Stat; List leaves
-// Metadata nil); isDir says info is a directory marker ("d/"). Missing or
-// malformed values fall back to the defaults a mount shows.
+// Metadata nil); isDir says info is a directory marker ("d/"); an object
+// with metadata type=dir (an encrypted-name directory) is one too. Missing
+// or malformed values fall back to the defaults a mount shows.
 func ObjectAttrOf(info backend.ObjectInfo, isDir bool) ObjectAttr {
+	isDir = isDir || info.Metadata[metaType] == typeDir
 	a := ObjectAttr{Dir: isDir, Mode: 0o644, Mtime: info.LastModified}
 	if isDir {
 		a.Mode = 0o755

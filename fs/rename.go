@@ -111,7 +111,7 @@ func (d *Dir) Rename(ctx context.Context, name string, newParent gofs.InodeEmbed
 		if f.names.Encrypted() {
 			errno = f.moveDir(ctx, d, nd, src, name, newName, se, de, dstKind != 0)
 		} else {
-			errno = f.renameDir(ctx, d, nd, src, names.Marker(se.Key), names.Marker(de.Key), newName, dstKind != 0)
+			errno = f.renameDir(ctx, d, nd, src, f.names.Marker(se.Key), f.names.Marker(de.Key), newName, dstKind != 0)
 		}
 		if errno == 0 {
 			d.addSubdirs(-1)
@@ -406,7 +406,7 @@ func (f *FS) copyKeepIno(ctx context.Context, src, dst, long string) (backend.Ob
 // the Delete leaves both markers, naming the same directory: every entry is
 // reachable under both names, none is lost (docs/SEMANTICS.md).
 func (f *FS) moveDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, newName string, se, de names.Entry, dstExists bool) syscall.Errno {
-	srcMarker, dstMarker := names.Marker(se.Key), names.Marker(de.Key)
+	srcMarker, dstMarker := f.names.Marker(se.Key), f.names.Marker(de.Key)
 	loc, errno := d.subdirLoc(ctx, name, se.Key)
 	if errno != 0 {
 		return errno
@@ -466,6 +466,8 @@ func (f *FS) moveDir(ctx context.Context, d, nd *Dir, src *gofs.Inode, name, new
 		return f.errno("rename", srcMarker, err)
 	}
 	f.cache.del(srcMarker, dstMarker, se.Key, de.Key)
+	f.idx.removed(srcMarker)
+	f.idx.stored(dstMarker, moved, meta)
 	if dstExists && !replaced.Equal(loc) {
 		f.idx.deleteIndex(ctx, replaced.Prefix)
 	}

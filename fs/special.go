@@ -10,7 +10,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
-	"github.com/s3cryptfs/s3cryptfs/fs/names"
 )
 
 // Special is a FIFO, a unix socket or a character or block device: a
@@ -49,7 +48,7 @@ func (d *Dir) mknodSpecial(ctx context.Context, name string, k kind, mode, dev u
 		return nil, f.errno("mknod", key, err)
 	}
 	a.info = info
-	f.cache.del(names.Marker(key))
+	f.cache.del(f.names.Marker(key))
 	f.cache.put(key, a, f.ttl)
 	f.idx.stored(key, info, a.meta())
 	s := &Special{fsys: f}

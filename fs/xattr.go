@@ -317,6 +317,9 @@ func (d *Dir) storeAttr(ctx context.Context, a attr) syscall.Errno {
 	a.info = info
 	d.set(a)
 	f.cache.put(key, a, f.ttl)
+	if !f.names.SeparateMarkers() {
+		f.idx.stored(key, info, a.meta())
+	}
 	return 0
 }
 

@@ -418,7 +418,7 @@ func (st *store) key(t *testing.T, path string) string {
 		if err != nil {
 			t.Fatalf("key of %s: %v", path, err)
 		}
-		if loc, err = l.Child(loc, c, st.rawMetaKey(t, e.Key+"/")); err != nil {
+		if loc, err = l.Child(loc, c, st.rawMetaKey(t, l.Marker(e.Key))); err != nil {
 			t.Fatalf("key of %s: directory %s: %v", path, c, err)
 		}
 	}
@@ -427,7 +427,7 @@ func (st *store) key(t *testing.T, path string) string {
 		t.Fatalf("key of %s: %v", path, err)
 	}
 	if marker {
-		return e.Key + "/"
+		return l.Marker(e.Key)
 	}
 	return e.Key
 }

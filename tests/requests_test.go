@@ -78,3 +78,33 @@ func TestRequestCounts(t *testing.T) {
 		}
 	})
 }
+
+// TestDeepLookupRequests: with encrypted names every entry is one object,
+// so resolving a path on a fresh mount costs one HEAD per component (a
+// directory's object holds its id), and nothing once cached.
+func TestDeepLookupRequests(t *testing.T) {
+	st := newStore(t, "minio")
+	st.init(t)
+	addr := freePort(t)
+	m := st.mount(t, "--metrics-addr", addr, "--attr-timeout", "30s")
+	if err := os.MkdirAll(m.path("a/b/c/d/e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, m.path("a/b/c/d/e/file"), "deep")
+	m = m.remount("--metrics-addr", addr, "--attr-timeout", "30s")
+	s0 := scrape(t, addr)
+	if _, err := os.Stat(m.path("a/b/c/d/e/file")); err != nil {
+		t.Fatal(err)
+	}
+	s1 := scrape(t, addr)
+	t.Logf("stat of a 6-component path on a fresh mount: %s", requestsByOp(s0, s1))
+	if got := requests(s1) - requests(s0); got != 6 {
+		t.Errorf("stat of a/b/c/d/e/file on a fresh mount: %v requests (%s); want one per component, 6", got, requestsByOp(s0, s1))
+	}
+	if _, err := os.Stat(m.path("a/b/c/d/e/file")); err != nil {
+		t.Fatal(err)
+	}
+	if got := requests(scrape(t, addr)) - requests(s1); got != 0 {
+		t.Errorf("the same stat again: %v requests, want 0 (cached)", got)
+	}
+}

@@ -307,20 +307,35 @@ func Keep(meta map[string]string) map[string]string {
 // Equal reports whether a and b are the same directory.
 func (d Dir) Equal(o Dir) bool { return d.Prefix == o.Prefix && bytes.Equal(d.ID, o.ID) }
 
-// Marker is the key of the marker object of the directory stored at key
-// (an Entry's Key): the key and a slash.
-func Marker(key string) string { return key + "/" }
+// Marker is the key of the object that stands for the directory stored at
+// key (an Entry's Key): with plaintext names the marker key + "/" (a
+// zero-length object whose key is the prefix of the directory's entries);
+// with encrypted names the entry's key itself, a zero-length object with
+// metadata type=dir that also holds the directory's id. One object per
+// entry, whatever its kind, so a lookup is one HEAD and a listing shows
+// directories as objects with ETags (which the attribute index can
+// vouch for).
+func (l *Layout) Marker(key string) string {
+	if l.Encrypted() {
+		return key
+	}
+	return key + "/"
+}
+
+// SeparateMarkers reports whether directories have keys of their own
+// (plaintext names: "d/"), apart from a file of the same name ("d").
+func (l *Layout) SeparateMarkers() bool { return !l.Encrypted() }
 
 // Key is the object key of the key segment seg listed in d.
 func (d Dir) Key(seg string) string { return d.Prefix + seg }
 
 // PlainDir is the location of the plaintext-names directory whose key (an
 // Entry's Key, no slash) is key: its entries are under key + "/".
-func PlainDir(key string) Dir { return Dir{Prefix: Marker(key)} }
+func PlainDir(key string) Dir { return Dir{Prefix: key + "/"} }
 
 // Under reports whether key is key dir itself or lies below it, with
 // plaintext names (where a directory's entries share its key as a prefix).
-func Under(key, dir string) bool { return strings.HasPrefix(Marker(key), Marker(dir)) }
+func Under(key, dir string) bool { return strings.HasPrefix(key+"/", dir+"/") }
 
 // The vault's own objects at the store root, outside every directory's
 // entries: the config, and the namespace of the per-directory attribute

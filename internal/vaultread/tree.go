@@ -108,15 +108,18 @@ func (t *Tree) dirLoc(ctx context.Context, dir string) (names.Dir, error) {
 		if err != nil {
 			return names.Dir{}, fmt.Errorf("%s: %w", done, err)
 		}
-		info, err := t.Store.Stat(ctx, e.Key+"/")
+		info, err := t.Store.Stat(ctx, l.Marker(e.Key))
 		if errors.Is(err, backend.ErrNotFound) {
 			return names.Dir{}, fmt.Errorf("%s: %w", done, ErrNotFound)
 		}
 		if err != nil {
 			return names.Dir{}, err
 		}
+		if l.Encrypted() && !fs.ObjectAttrOf(info, false).Dir {
+			return names.Dir{}, fmt.Errorf("%s: not a directory: %w", done, ErrNotFound)
+		}
 		if loc, err = l.Child(loc, comp, info.Metadata); err != nil {
-			return names.Dir{}, fmt.Errorf("%s (%s): %w", done, e.Key+"/", err)
+			return names.Dir{}, fmt.Errorf("%s (%s): %w", done, l.Marker(e.Key), err)
 		}
 	}
 	return loc, nil
@@ -142,10 +145,24 @@ func (t *Tree) Stat(ctx context.Context, path string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("%s: %w", path, err)
 	}
-	if info, err := t.Store.Stat(ctx, ent.Key+"/"); err == nil {
-		if _, err := l.Child(loc, name, info.Metadata); err != nil {
-			return Entry{}, fmt.Errorf("%s (%s): %w", path, ent.Key+"/", err)
+	if !l.SeparateMarkers() {
+		// Encrypted names: the entry is one object, whatever its kind.
+		info, err := t.Store.Stat(ctx, ent.Key)
+		if errors.Is(err, backend.ErrNotFound) {
+			return Entry{}, fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
+		if err != nil {
+			return Entry{}, err
+		}
+		isDir := fs.ObjectAttrOf(info, false).Dir
+		if isDir {
+			if _, err := l.Child(loc, name, info.Metadata); err != nil {
+				return Entry{}, fmt.Errorf("%s (%s): %w", path, ent.Key, err)
+			}
+		}
+		return t.entry(path, info, isDir), nil
+	}
+	if info, err := t.Store.Stat(ctx, l.Marker(ent.Key)); err == nil {
 		return t.entry(path, info, true), nil
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return Entry{}, err
@@ -253,9 +270,9 @@ func (t *Tree) list(ctx context.Context, loc names.Dir, dir string) ([]Entry, er
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			key := prefix + it.seg
+			key := loc.Key(it.seg)
 			if it.isDir {
-				key += "/"
+				key = l.Marker(key)
 			}
 			info, err := t.Store.Stat(ctx, key)
 			switch {
@@ -277,14 +294,15 @@ func (t *Tree) list(ctx context.Context, loc names.Dir, dir string) ([]Entry, er
 				}
 				name = n
 			}
-			if it.isDir {
+			isDir := it.isDir || fs.ObjectAttrOf(info, false).Dir
+			if isDir && l.Encrypted() {
 				if _, err := l.Child(loc, name, info.Metadata); err != nil {
 					t.badName(key, err)
 					errs[i] = errSkip
 					return
 				}
 			}
-			out[i] = t.entry(join(name), info, it.isDir)
+			out[i] = t.entry(join(name), info, isDir)
 		}()
 	}
 	wg.Wait()

@@ -269,8 +269,8 @@ func (v *Verifier) object(ctx context.Context, sem chan struct{}, ids map[cipher
 		if err != nil {
 			return readProblem(o.Key, err)
 		}
-		if fs.ObjectAttrOf(info, false).Special != "" {
-			return nil
+		if a := fs.ObjectAttrOf(info, false); a.Special != "" || a.Dir {
+			return nil // a special file, or an encrypted-name directory's object
 		}
 		return prob(ProblemNotEncrypted, "empty object: no s3cryptfs header (not a FIFO, socket or device node either)")
 	}

@@ -264,7 +264,7 @@ func (s *s3cryptfsSys) fileKey(rel string) string {
 		if err != nil {
 			return ""
 		}
-		h, ok, err := s.e.head(ctx, bucket, e.Key+"/")
+		h, ok, err := s.e.head(ctx, bucket, s.layout.Marker(e.Key))
 		if err != nil || !ok {
 			return ""
 		}

@@ -332,6 +332,28 @@ func TestDeepAndLongNames(t *testing.T) {
 		if err := os.WriteFile(m.path(name255+"x"), nil, 0o644); err == nil {
 			t.Fatal("a 256-byte name was accepted")
 		}
+		// Renames between long (hashed) and short names carry the full
+		// name in the metadata correctly.
+		other := strings.Repeat("y", 240)
+		for _, mv := range [][2]string{{name255, "short"}, {"short", "sub/" + other}, {"sub/" + other, "sub/" + name255}} {
+			if err := os.MkdirAll(m.path("sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(m.path(mv[0]), m.path(mv[1])); err != nil {
+				t.Fatalf("rename %.20s... -> %.20s...: %v", mv[0], mv[1], err)
+			}
+		}
+		if err := os.Chmod(m.path("sub/"+name255), 0o600); err != nil { // a metadata copy keeps the name
+			t.Fatal(err)
+		}
+		m = m.remount()
+		if b, err := os.ReadFile(m.path("sub/" + name255)); err != nil || string(b) != "top" {
+			t.Fatalf("after renames through long and short names: %q %v", b, err)
+		}
+		ents, err := os.ReadDir(m.path("sub"))
+		if err != nil || len(ents) != 1 || ents[0].Name() != name255 {
+			t.Fatalf("sub lists %v %v", ents, err)
+		}
 	})
 }
 

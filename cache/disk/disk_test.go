@@ -1,0 +1,257 @@
+package disk
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var testKey = bytes.Repeat([]byte{7}, 32)
+
+func open(t *testing.T, dir string, max int64) *Cache {
+	t.Helper()
+	c, err := Open(Options{Dir: dir, MaxBytes: max, NameKey: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func block(i int, n int) []byte {
+	return bytes.Repeat([]byte{byte(i)}, n)
+}
+
+// du is the space the entry files take, as du counts it.
+func du(t *testing.T, dir string) (files int, bytes int64) {
+	t.Helper()
+	filepath.Walk(filepath.Join(dir, "blocks"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			files++
+			bytes += info.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	return files, bytes
+}
+
+func TestPutGetAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	c := open(t, dir, 1<<30)
+	obj := "secret/object/key"
+	for i := range 10 {
+		c.Put(Key{obj, uint64(i)}, block(i, 5000+i))
+	}
+	c.Flush()
+	for i := range 10 {
+		b, ok := c.Get(Key{obj, uint64(i)}, nil)
+		if !ok || !bytes.Equal(b, block(i, 5000+i)) {
+			t.Fatalf("block %d: ok %v, %d bytes", i, ok, len(b))
+		}
+	}
+	if _, ok := c.Get(Key{obj, 10}, nil); ok {
+		t.Fatal("a block never put was found")
+	}
+	if _, ok := c.Get(Key{"other", 0}, nil); ok {
+		t.Fatal("another object's block 0 was found")
+	}
+	c.Close()
+
+	c = open(t, dir, 1<<30)
+	if st := c.Stats(); st.Entries != 10 || st.Bytes < 10*5000 {
+		t.Fatalf("after reopen: %+v, want 10 entries", st)
+	}
+	for i := range 10 {
+		b, ok := c.Get(Key{obj, uint64(i)}, nil)
+		if !ok || !bytes.Equal(b, block(i, 5000+i)) {
+			t.Fatalf("after reopen, block %d: ok %v, %d bytes", i, ok, len(b))
+		}
+	}
+	// The names are HMACs: neither the object's name nor any part of it.
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if strings.Contains(p, "secret") || strings.Contains(p, "object") {
+			t.Errorf("cache path %s names the object", p)
+		}
+		return nil
+	})
+}
+
+func TestNamesDependOnKey(t *testing.T) {
+	dir := t.TempDir()
+	c := open(t, dir, 1<<30)
+	c.Put(Key{"o", 0}, block(1, 100))
+	c.Close()
+	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 30, NameKey: bytes.Repeat([]byte{8}, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, ok := c2.Get(Key{"o", 0}, nil); ok {
+		t.Fatal("an entry was found under another name key")
+	}
+}
+
+func TestSecondOpenRefused(t *testing.T) {
+	dir := t.TempDir()
+	c := open(t, dir, 1<<20)
+	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey})
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
+		t.Fatalf("second Open: %v; want ErrLocked naming pid %d", err, os.Getpid())
+	}
+	c.Close()
+	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	c2.Close()
+}
+
+// TestLRU: at the cap the least recently used entries go, a Get counts as
+// a use, and the cap holds on disk.
+func TestLRU(t *testing.T) {
+	dir := t.TempDir()
+	const n, size = 10, 8000 // 8 KiB on disk each
+	c := open(t, dir, n*8192)
+	for i := range n {
+		c.Put(Key{"o", uint64(i)}, block(i, size))
+	}
+	c.Flush()
+	if _, ok := c.Get(Key{"o", 0}, nil); !ok {
+		t.Fatal("block 0 missing before the cap was reached")
+	}
+	for i := n; i < n+5; i++ {
+		c.Put(Key{"o", uint64(i)}, block(i, size))
+	}
+	c.Flush()
+	for i := range n + 5 {
+		_, ok := c.Get(Key{"o", uint64(i)}, nil)
+		if want := i == 0 || i > 5; ok != want {
+			t.Errorf("block %d cached %v, want %v", i, ok, want)
+		}
+	}
+	files, bytes := du(t, dir)
+	if files != n || bytes > n*8192 {
+		t.Errorf("on disk: %d files, %d bytes; want %d files within %d bytes", files, bytes, n, n*8192)
+	}
+	if st := c.Stats(); st.Evictions != 5 || st.Bytes != bytes {
+		t.Errorf("stats %+v; want 5 evictions and %d bytes", st, bytes)
+	}
+}
+
+// TestReopenSmallerCap: entries are ordered by mtime after a restart; a
+// lower cap evicts the oldest.
+func TestReopenSmallerCap(t *testing.T) {
+	dir := t.TempDir()
+	c := open(t, dir, 1<<30)
+	for i := range 6 {
+		c.Put(Key{"o", uint64(i)}, block(i, 4000))
+	}
+	c.Flush()
+	c.Close()
+	// Age entries 0..2 by an hour, as if not read since.
+	old := time.Now().Add(-time.Hour)
+	for i := range 3 {
+		os.Chtimes(c.path(c.nameOf(Key{"o", uint64(i)})), old, old)
+	}
+	c = open(t, dir, 3*4096)
+	for i := range 6 {
+		if _, ok := c.Get(Key{"o", uint64(i)}, nil); ok != (i >= 3) {
+			t.Errorf("block %d cached %v after reopening with a smaller cap", i, ok)
+		}
+	}
+}
+
+func TestRemoveAndReplace(t *testing.T) {
+	c := open(t, t.TempDir(), 1<<20)
+	k := Key{"o", 3}
+	c.Put(k, block(1, 100))
+	c.Flush()
+	c.Remove(k)
+	if _, ok := c.Get(k, nil); ok || c.Has(k) {
+		t.Fatal("removed entry still there")
+	}
+	c.Put(k, block(2, 100))
+	c.Flush()
+	if b, ok := c.Get(k, nil); !ok || !bytes.Equal(b, block(2, 100)) {
+		t.Fatal("replacement not stored")
+	}
+	// Deleted behind the cache's back: a miss, and forgotten.
+	os.Remove(c.path(c.nameOf(k)))
+	if _, ok := c.Get(k, nil); ok || c.Has(k) {
+		t.Fatal("entry deleted from disk still indexed")
+	}
+}
+
+// TestConcurrent: run with -race.
+func TestConcurrent(t *testing.T) {
+	c := open(t, t.TempDir(), 64*8192)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				k := Key{fmt.Sprint("o", g), uint64(i % 100)}
+				switch i % 4 {
+				case 0, 1:
+					c.Put(k, block(i, 6000))
+				case 2:
+					if b, ok := c.Get(k, nil); ok && len(b) != 6000 {
+						t.Errorf("got %d bytes", len(b))
+					}
+				case 3:
+					if i%40 == 3 {
+						c.Remove(k)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.Flush()
+	c.Close()
+	if st := c.Stats(); st.Bytes > 64*8192 {
+		t.Fatalf("over the cap: %+v", st)
+	}
+}
+
+// TestDiskFull: on a full filesystem Put drops blocks (logged, counted),
+// the cache shrinks to what fits, and what is cached still reads.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	c := open(t, dir, 1<<30)
+	for i := range 64 { // 64 x 64 KiB = 4 MiB into 1 MiB
+		c.Put(Key{"o", uint64(i)}, block(i, 64<<10))
+		c.Flush()
+	}
+	st := c.Stats()
+	if st.Dropped == 0 || st.Writes == 0 || st.Bytes > 1<<20 {
+		t.Fatalf("stats %+v: want some writes, some dropped, at most 1 MiB", st)
+	}
+	hits := 0
+	for i := range 64 {
+		if b, ok := c.Get(Key{"o", uint64(i)}, nil); ok {
+			hits++
+			if !bytes.Equal(b, block(i, 64<<10)) {
+				t.Fatalf("block %d wrong", i)
+			}
+		}
+	}
+	if hits == 0 {
+		t.Fatal("nothing readable after the disk filled")
+	}
+}

@@ -17,7 +17,13 @@ var testKey = bytes.Repeat([]byte{7}, 32)
 
 func open(t *testing.T, dir string, max int64) *Cache {
 	t.Helper()
-	c, err := Open(Options{Dir: dir, MaxBytes: max, NameKey: testKey})
+	return openSeg(t, dir, max, 1)
+}
+
+// openSeg opens a cache of blocks up to 64 KiB + 28, segs per segment.
+func openSeg(t *testing.T, dir string, max int64, segs int) *Cache {
+	t.Helper()
+	c, err := Open(Options{Dir: dir, MaxBytes: max, NameKey: testKey, MaxEntry: 65564, SegmentBlocks: segs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +38,7 @@ func block(i int, n int) []byte {
 // du is the space the entry files take, as du counts it.
 func du(t *testing.T, dir string) (files int, bytes int64) {
 	t.Helper()
-	filepath.Walk(filepath.Join(dir, "blocks"), func(p string, info os.FileInfo, err error) error {
+	filepath.Walk(filepath.Join(dir, "seg"), func(p string, info os.FileInfo, err error) error {
 		if err == nil && info.Mode().IsRegular() {
 			files++
 			bytes += info.Sys().(*syscall.Stat_t).Blocks * 512
@@ -65,8 +71,8 @@ func TestPutGetAcrossReopen(t *testing.T) {
 	c.Close()
 
 	c = open(t, dir, 1<<30)
-	if st := c.Stats(); st.Entries != 10 || st.Bytes < 10*5000 {
-		t.Fatalf("after reopen: %+v, want 10 entries", st)
+	if st := c.Stats(); st.Segments != 10 || st.Bytes != 10*(4096+8192) {
+		t.Fatalf("after reopen: %+v, want 10 segments of a header page and 8 KiB", st)
 	}
 	for i := range 10 {
 		b, ok := c.Get(Key{obj, uint64(i)}, nil)
@@ -88,7 +94,7 @@ func TestNamesDependOnKey(t *testing.T) {
 	c := open(t, dir, 1<<30)
 	c.Put(Key{"o", 0}, block(1, 100))
 	c.Close()
-	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 30, NameKey: bytes.Repeat([]byte{8}, 32)})
+	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 30, NameKey: bytes.Repeat([]byte{8}, 32), MaxEntry: 65564, SegmentBlocks: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,12 +107,12 @@ func TestNamesDependOnKey(t *testing.T) {
 func TestSecondOpenRefused(t *testing.T) {
 	dir := t.TempDir()
 	c := open(t, dir, 1<<20)
-	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey})
+	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey, MaxEntry: 100})
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
 		t.Fatalf("second Open: %v; want ErrLocked naming pid %d", err, os.Getpid())
 	}
 	c.Close()
-	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey})
+	c2, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey, MaxEntry: 100})
 	if err != nil {
 		t.Fatalf("Open after Close: %v", err)
 	}
@@ -117,8 +123,8 @@ func TestSecondOpenRefused(t *testing.T) {
 // a use, and the cap holds on disk.
 func TestLRU(t *testing.T) {
 	dir := t.TempDir()
-	const n, size = 10, 8000 // 8 KiB on disk each
-	c := open(t, dir, n*8192)
+	const n, size = 10, 8000 // 12 KiB on disk each (a header page, 8 KiB)
+	c := open(t, dir, n*12288)
 	for i := range n {
 		c.Put(Key{"o", uint64(i)}, block(i, size))
 	}
@@ -137,8 +143,8 @@ func TestLRU(t *testing.T) {
 		}
 	}
 	files, bytes := du(t, dir)
-	if files != n || bytes > n*8192 {
-		t.Errorf("on disk: %d files, %d bytes; want %d files within %d bytes", files, bytes, n, n*8192)
+	if files != n || bytes > n*12288 {
+		t.Errorf("on disk: %d files, %d bytes; want %d files within %d bytes", files, bytes, n, n*12288)
 	}
 	if st := c.Stats(); st.Evictions != 5 || st.Bytes != bytes {
 		t.Errorf("stats %+v; want 5 evictions and %d bytes", st, bytes)
@@ -158,9 +164,10 @@ func TestReopenSmallerCap(t *testing.T) {
 	// Age entries 0..2 by an hour, as if not read since.
 	old := time.Now().Add(-time.Hour)
 	for i := range 3 {
-		os.Chtimes(c.path(c.nameOf(Key{"o", uint64(i)})), old, old)
+		n, _ := c.nameOf(Key{"o", uint64(i)})
+		os.Chtimes(c.path(n), old, old)
 	}
-	c = open(t, dir, 3*4096)
+	c = open(t, dir, 3*8192)
 	for i := range 6 {
 		if _, ok := c.Get(Key{"o", uint64(i)}, nil); ok != (i >= 3) {
 			t.Errorf("block %d cached %v after reopening with a smaller cap", i, ok)
@@ -183,7 +190,8 @@ func TestRemoveAndReplace(t *testing.T) {
 		t.Fatal("replacement not stored")
 	}
 	// Deleted behind the cache's back: a miss, and forgotten.
-	os.Remove(c.path(c.nameOf(k)))
+	n, _ := c.nameOf(k)
+	os.Remove(c.path(n))
 	if _, ok := c.Get(k, nil); ok || c.Has(k) {
 		t.Fatal("entry deleted from disk still indexed")
 	}
@@ -191,7 +199,7 @@ func TestRemoveAndReplace(t *testing.T) {
 
 // TestConcurrent: run with -race.
 func TestConcurrent(t *testing.T) {
-	c := open(t, t.TempDir(), 64*8192)
+	c := openSeg(t, t.TempDir(), 64*8192, 4)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -233,7 +241,7 @@ func TestDiskFull(t *testing.T) {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, 0) })
-	c := open(t, dir, 1<<30)
+	c := openSeg(t, dir, 1<<30, 4)
 	for i := range 64 { // 64 x 64 KiB = 4 MiB into 1 MiB
 		c.Put(Key{"o", uint64(i)}, block(i, 64<<10))
 		c.Flush()
@@ -253,5 +261,89 @@ func TestDiskFull(t *testing.T) {
 	}
 	if hits == 0 {
 		t.Fatal("nothing readable after the disk filled")
+	}
+}
+
+func BenchmarkGet64K(b *testing.B) {
+	c, err := Open(Options{Dir: b.TempDir(), MaxBytes: 1 << 30, NameKey: testKey, MaxEntry: 65564})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 256 {
+		c.Put(Key{"o", uint64(i)}, block(i, 65564))
+	}
+	c.Flush()
+	buf := make([]byte, 0, 65564)
+	b.SetBytes(65564)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := c.Get(Key{"o", uint64(i % 256)}, buf); !ok {
+			b.Fatal("miss")
+		}
+	}
+}
+
+func BenchmarkPut64K(b *testing.B) {
+	c, err := Open(Options{Dir: b.TempDir(), MaxBytes: 1 << 30, NameKey: testKey, MaxEntry: 65564})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(65564)
+	for i := 0; i < b.N; i++ {
+		c.Put(Key{"o", uint64(i)}, block(i, 65564))
+		if i%64 == 63 {
+			c.Flush()
+		}
+	}
+	c.Flush()
+}
+
+// TestSegments: blocks of one object share segment files of SegmentBlocks
+// slots; the accounting is what du counts; a removed slot is freed; a
+// reopen reads the slots back from the header.
+func TestSegments(t *testing.T) {
+	dir := t.TempDir()
+	c := openSeg(t, dir, 1<<30, 16)
+	for i := range 40 { // segments 0, 1, 2 (8 blocks)
+		if i%5 == 3 {
+			continue // holes
+		}
+		c.Put(Key{"o", uint64(i)}, block(i, 65564-i))
+	}
+	c.Flush()
+	want := int64(3 * 4096)
+	for i := range 40 {
+		if i%5 != 3 {
+			want += (65564 - int64(i) + 4095) &^ 4095
+		}
+	}
+	files, used := du(t, dir)
+	st := c.Stats()
+	if files != 3 || st.Segments != 3 || st.Bytes != used || used != want {
+		t.Fatalf("%d files, %d bytes on disk, stats %+v; want 3 segments, %d bytes", files, used, st, want)
+	}
+	c.Remove(Key{"o", 0})
+	c.Flush()
+	if _, used = du(t, dir); c.Stats().Bytes != used || used != want-69632 {
+		t.Fatalf("after a Remove: %d bytes on disk, stats %+v", used, c.Stats())
+	}
+	c.Close()
+	c = openSeg(t, dir, 1<<30, 16)
+	for i := range 40 {
+		b, ok := c.Get(Key{"o", uint64(i)}, nil)
+		if want := i%5 != 3 && i != 0; ok != want || (ok && !bytes.Equal(b, block(i, 65564-i))) {
+			t.Errorf("block %d after reopen: cached %v (want %v), %d bytes", i, ok, want, len(b))
+		}
+	}
+	// Another segment size: the old segments are discarded, not misread.
+	c.Close()
+	c = openSeg(t, dir, 1<<30, 8)
+	if st := c.Stats(); st.Segments != 0 {
+		t.Fatalf("segments of 16 slots read as 8: %+v", st)
+	}
+	if files, _ := du(t, dir); files != 0 {
+		t.Fatalf("%d segment files of the old layout left", files)
 	}
 }

@@ -507,13 +507,22 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	}
 	var dc *disk.Cache
 	if m.diskCache != "" && keys != nil {
-		dc, err = disk.Open(disk.Options{Dir: m.diskCache, MaxBytes: int64(m.diskCacheSize), NameKey: keys.CacheNameKey(), Logger: log})
+		l := keys.Layout()
+		dc, err = disk.Open(disk.Options{Dir: m.diskCache, MaxBytes: int64(m.diskCacheSize), NameKey: keys.CacheNameKey(),
+			MaxEntry: l.BlockSize + cipher.BlockOverhead,
+			// Segment files of about 1 MiB: creating a file costs far
+			// more than writing 64 KiB into one.
+			SegmentBlocks: max(1, min((1<<20)/l.BlockSize, 1020)),
+			Logger:        log,
+			// A mount of the same directory that was just unmounted may
+			// still be writing its last blocks.
+			LockWait: 5 * time.Second})
 		if err != nil {
 			return err
 		}
 		defer dc.Close() // after the engine's Close: writes what is queued
 		st := dc.Stats()
-		log.Info("disk cache", "dir", m.diskCache, "max_bytes", int64(m.diskCacheSize), "entries", st.Entries, "bytes", st.Bytes)
+		log.Info("disk cache", "dir", m.diskCache, "max_bytes", int64(m.diskCacheSize), "segments", st.Segments, "bytes", st.Bytes)
 		if mm != nil {
 			mm.registerDiskCache(dc)
 		}

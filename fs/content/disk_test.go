@@ -3,8 +3,8 @@ package content
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,7 +18,8 @@ import (
 // "unmount" (the cache's queue is written, its lock released).
 func diskEnv(t *testing.T, st backend.Store, keys *cipher.Keys, dir string, max int64) (*env, *disk.Cache) {
 	t.Helper()
-	dc, err := disk.Open(disk.Options{Dir: dir, MaxBytes: max, NameKey: keys.CacheNameKey()})
+	l := keys.Layout()
+	dc, err := disk.Open(disk.Options{Dir: dir, MaxBytes: max, NameKey: keys.CacheNameKey(), MaxEntry: l.BlockSize + cipher.BlockOverhead})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,12 +121,12 @@ func TestDiskCacheRemount(t *testing.T) {
 	if len(entries) != 101 {
 		t.Fatalf("%d cache entries, want 101", len(entries))
 	}
-	for p, b := range entries {
+	for e, b := range entries {
 		if !bytes.Contains(raw, b) {
-			t.Errorf("entry %s is not a block of the stored object", p)
+			t.Errorf("entry %+v is not a block of the stored object", e)
 		}
 		if bytes.Contains(data, b[12:min(len(b), 64)]) {
-			t.Errorf("entry %s holds plaintext", p)
+			t.Errorf("entry %+v holds plaintext", e)
 		}
 	}
 }
@@ -177,21 +178,27 @@ func TestDiskCacheBadEntries(t *testing.T) {
 	unmountDisk(v, dc)
 
 	entries := cacheEntries(t, dir)
-	var paths []string
-	for p := range entries {
-		paths = append(paths, p)
+	var places []where
+	for e := range entries {
+		places = append(places, e)
 	}
-	for k, p := range paths {
-		b := bytes.Clone(entries[p])
-		switch k % 3 {
-		case 0:
-			b[len(b)/2] ^= 1
-		case 1:
-			b = b[:len(b)/2]
-		case 2:
-			b = entries[paths[(k+1)%len(paths)]] // another block's entry
+	for k, e := range places {
+		f, err := os.OpenFile(e.file, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
+		switch k % 3 {
+		case 0: // a flipped bit
+			b := bytes.Clone(entries[e])
+			b[len(b)/2] ^= 1
+			_, err = f.WriteAt(b, e.offset)
+		case 1: // torn: the length says half
+			_, err = f.WriteAt(binary.BigEndian.AppendUint32(nil, uint32(len(entries[e])/2)), e.lenAt)
+		case 2: // another block's bytes
+			_, err = f.WriteAt(entries[places[(k+1)%len(places)]], e.offset)
+		}
+		f.Close()
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -207,25 +214,25 @@ func TestDiskCacheBadEntries(t *testing.T) {
 	if logs := v.logs.String(); !strings.Contains(logs, "disk cache: entry failed authentication") || !strings.Contains(logs, "key=obj") {
 		t.Errorf("no log line naming the object:\n%s", logs)
 	}
-	if s := dc.Stats(); s.Removed != uint64(len(paths)) {
-		t.Errorf("stats %+v: want %d entries removed", s, len(paths))
+	if s := dc.Stats(); s.Removed != uint64(len(places)) {
+		t.Errorf("stats %+v: want %d entries removed", s, len(places))
 	}
 	unmountDisk(v, dc)
 	raw := rawObject(t, st, "obj")
 	after := cacheEntries(t, dir)
-	if len(after) != len(paths) {
-		t.Fatalf("%d entries after the re-read, want %d", len(after), len(paths))
+	if len(after) != len(places) {
+		t.Fatalf("%d entries after the re-read, want %d", len(after), len(places))
 	}
-	for p, b := range after {
+	for e, b := range after {
 		if !bytes.Contains(raw, b) {
-			t.Errorf("entry %s was not replaced by the stored block", p)
+			t.Errorf("entry %+v was not replaced by the stored block", e)
 		}
 	}
 }
 
 func TestDiskCacheNeedsEncryption(t *testing.T) {
 	keys := testKeys(t, 4096)
-	dc, err := disk.Open(disk.Options{Dir: t.TempDir(), MaxBytes: 1 << 20, NameKey: keys.CacheNameKey()})
+	dc, err := disk.Open(disk.Options{Dir: t.TempDir(), MaxBytes: 1 << 20, NameKey: keys.CacheNameKey(), MaxEntry: 5000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,19 +254,22 @@ func rawObject(t *testing.T, st backend.Store, key string) []byte {
 	return b.Bytes()
 }
 
-// cacheEntries returns every entry file's bytes by path.
-func cacheEntries(t *testing.T, dir string) map[string][]byte {
+// where is a cached block's place on disk.
+type where struct {
+	file          string
+	offset, lenAt int64
+}
+
+// cacheEntries returns every cached block's bytes by where it is.
+func cacheEntries(t *testing.T, dir string) map[where][]byte {
 	t.Helper()
-	out := map[string][]byte{}
-	filepath.Walk(filepath.Join(dir, "blocks"), func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[p] = b
-		}
+	out := map[where][]byte{}
+	err := disk.Walk(dir, func(e disk.Entry) error {
+		out[where{e.File, e.Offset, e.LenAt}] = e.Data
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }

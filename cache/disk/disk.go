@@ -72,6 +72,7 @@ const (
 	nameSize   = 16              // bytes of HMAC kept in a file name
 	touchEvery = time.Minute     // a hit updates the segment's mtime at most this often
 	maxOpen    = 64              // segment files the writer keeps open
+	maxRead    = 256             // segment files kept open for reads
 )
 
 // ErrLocked: another process has the cache directory open.
@@ -137,6 +138,9 @@ type Cache struct {
 	hpool       sync.Pool // hash.Hash (HMAC under the name key)
 	queueBytes  int64
 	writerFiles map[name]*os.File // open segments; the writer goroutine's only
+
+	rmu    sync.Mutex
+	rfiles map[name]*os.File // segments open for reading (pread is safe to share)
 
 	mu         sync.Mutex
 	index      map[name]*segment
@@ -212,6 +216,7 @@ func Open(opts Options) (*Cache, error) {
 		maxEntry: opts.MaxEntry, stride: roundPage(int64(opts.MaxEntry)), slots: opts.SegmentBlocks,
 		index: make(map[name]*segment), queueBytes: opts.QueueBytes,
 		writerFiles: make(map[name]*os.File),
+		rfiles:      make(map[name]*os.File),
 		done:        make(chan struct{}),
 	}
 	if c.log == nil {
@@ -414,8 +419,9 @@ func (c *Cache) Get(k Key, dst []byte) ([]byte, bool) {
 	}
 	b, err := c.readSlot(n, slot, size, dst[:0])
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			// Deleted behind our back: forget it.
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrClosed) {
+			// Deleted (by eviction, or behind our back): forget it.
+			c.dropReadFile(n)
 			c.mu.Lock()
 			if c.index[n] == s {
 				c.unlinkLocked(s)
@@ -436,19 +442,57 @@ func (c *Cache) Get(k Key, dst []byte) ([]byte, bool) {
 }
 
 func (c *Cache) readSlot(n name, slot, size int, dst []byte) ([]byte, error) {
-	f, err := os.Open(c.path(n))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	if cap(dst) < size {
 		dst = make([]byte, size)
 	}
 	dst = dst[:size]
-	if _, err := f.ReadAt(dst, c.slotOff(slot)); err != nil {
+	for attempt := 0; ; attempt++ {
+		f, err := c.readFile(n)
+		if err != nil {
+			return nil, err
+		}
+		_, err = f.ReadAt(dst, c.slotOff(slot))
+		if errors.Is(err, os.ErrClosed) && attempt == 0 {
+			continue // evicted and closed under us, or recycled: once more
+		}
+		if err != nil {
+			return nil, err
+		}
+		return dst, nil
+	}
+}
+
+// readFile returns segment n open for reading, from the readers' set of
+// open files.
+func (c *Cache) readFile(n name) (*os.File, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if f := c.rfiles[n]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(c.path(n))
+	if err != nil {
 		return nil, err
 	}
-	return dst, nil
+	if len(c.rfiles) >= maxRead {
+		for k, g := range c.rfiles { // any one
+			g.Close()
+			delete(c.rfiles, k)
+			break
+		}
+	}
+	c.rfiles[n] = f
+	return f, nil
+}
+
+// dropReadFile closes segment n's file for readers (it is being deleted).
+func (c *Cache) dropReadFile(n name) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if f := c.rfiles[n]; f != nil {
+		f.Close()
+		delete(c.rfiles, n)
+	}
 }
 
 // Put stores data under k in the background and takes ownership of it. It
@@ -532,6 +576,12 @@ func (c *Cache) Close() error {
 		close(c.queue)
 		c.qmu.Unlock()
 		<-c.done
+		c.rmu.Lock()
+		for n, f := range c.rfiles {
+			f.Close()
+			delete(c.rfiles, n)
+		}
+		c.rmu.Unlock()
 		c.lock.Close()
 	})
 	return nil
@@ -692,6 +742,7 @@ func (c *Cache) writeFailed(n name, f *os.File, slot int, created bool, err erro
 		if created {
 			f.Close()
 			delete(c.writerFiles, n)
+			c.dropReadFile(n)
 			os.Remove(c.path(n))
 		} else {
 			unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, c.slotOff(slot), c.stride)
@@ -728,6 +779,7 @@ func (c *Cache) evictLocked() {
 			f.Close()
 			delete(c.writerFiles, s.name)
 		}
+		c.dropReadFile(s.name)
 		os.Remove(c.path(s.name))
 		c.evictions.Add(1)
 	}

@@ -189,8 +189,9 @@ func TestRemoveAndReplace(t *testing.T) {
 	if b, ok := c.Get(k, nil); !ok || !bytes.Equal(b, block(2, 100)) {
 		t.Fatal("replacement not stored")
 	}
-	// Deleted behind the cache's back: a miss, and forgotten.
+	// Deleted behind the cache's back (and not open for reading): a miss, and forgotten.
 	n, _ := c.nameOf(k)
+	c.dropReadFile(n)
 	os.Remove(c.path(n))
 	if _, ok := c.Get(k, nil); ok || c.Has(k) {
 		t.Fatal("entry deleted from disk still indexed")

@@ -273,3 +273,68 @@ func cacheEntries(t *testing.T, dir string) map[where][]byte {
 	}
 	return out
 }
+
+// BenchmarkDiskCacheRead reads a 64 MiB file through a fresh engine
+// (empty memory cache) whose disk cache holds every block.
+func BenchmarkDiskCacheRead(b *testing.B) {
+	t := &testing.T{}
+	_ = t
+	keys := testKeys(b, 65536)
+	st := mem.New()
+	dir := b.TempDir()
+	const size = 64 << 20
+	data := pattern(size, 1)
+	ctx := context.Background()
+	{
+		e, _ := New(Options{Store: st, Keys: keys, SpoolDir: b.TempDir()})
+		f := e.Create("big", nil)
+		f.WriteAt(ctx, data, 0)
+		if _, err := f.Sync(ctx, nil); err != nil {
+			b.Fatal(err)
+		}
+		e.Close()
+	}
+	open := func() (*Engine, *disk.Cache) {
+		dc, err := disk.Open(disk.Options{Dir: dir, MaxBytes: 1 << 30, NameKey: keys.CacheNameKey(), MaxEntry: 65536 + cipher.BlockOverhead})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e, err := New(Options{Store: st, Keys: keys, DiskCache: dc, SpoolDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e, dc
+	}
+	read := func(e *Engine) {
+		info, _ := st.Stat(ctx, "big")
+		f, err := e.Open(ctx, info)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := f.NewHandle()
+		buf := make([]byte, 1<<20)
+		for off := int64(0); off < size; off += 1 << 20 {
+			if _, err := h.ReadAt(ctx, buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		h.Close()
+	}
+	e, dc := open()
+	read(e)
+	e.Close()
+	dc.Close()
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		e, dc := open()
+		read(e)
+		b.StopTimer()
+		if s := dc.Stats(); s.Hits < size>>16 {
+			b.Fatalf("disk cache %+v", s)
+		}
+		e.Close()
+		dc.Close()
+		b.StartTimer()
+	}
+}

@@ -385,3 +385,18 @@ func TestDiskCacheSizeCap(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskCacheNeedsEncryption: --disk-cache without client-side
+// encryption would put plaintext on disk: refused as a usage error, with
+// nothing mounted.
+func TestDiskCacheNeedsEncryption(t *testing.T) {
+	st := newStore(t, "local")
+	dc := filepath.Join(t.TempDir(), "dc")
+	m, r := st.tryMount(t, "--client-encryption=false", "--disk-cache", dc)
+	if r.code != 2 || !strings.Contains(r.stderr, "needs client-side encryption") || isMounted(m.dir) {
+		t.Fatalf("--disk-cache with --client-encryption=false: exit %d, %q, mounted %v; want exit 2", r.code, r.stderr, isMounted(m.dir))
+	}
+	if _, err := os.Stat(dc); err == nil {
+		t.Error("the cache directory was created")
+	}
+}

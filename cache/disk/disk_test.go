@@ -348,3 +348,48 @@ func TestSegments(t *testing.T) {
 		t.Fatalf("%d segment files of the old layout left", files)
 	}
 }
+
+// TestOtherOwnerRefused: a directory of another user is refused (its owner
+// could read the access pattern, or swap entries under the mount).
+func TestOtherOwnerRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 12345, 12345); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, NameKey: testKey, MaxEntry: 100})
+	if err == nil || !strings.Contains(err.Error(), "belongs to uid 12345") {
+		t.Fatalf("Open of another user's directory: %v", err)
+	}
+}
+
+// BenchmarkOpenScan: Open of a cache of 10,000 segments (its index is
+// rebuilt from their header pages).
+func BenchmarkOpenScan(b *testing.B) {
+	dir := b.TempDir()
+	c, err := Open(Options{Dir: dir, MaxBytes: 1 << 40, NameKey: testKey, MaxEntry: 65564, QueueBytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	blk := block(1, 100)
+	for i := range 10000 {
+		c.Put(Key{"o", uint64(i * DefaultSegmentBlocks)}, blk)
+		if i%1000 == 999 {
+			c.Flush()
+		}
+	}
+	c.Close()
+	b.ResetTimer()
+	for range b.N {
+		c, err := Open(Options{Dir: dir, MaxBytes: 1 << 40, NameKey: testKey, MaxEntry: 65564})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s := c.Stats(); s.Segments != 10000 {
+			b.Fatalf("%+v", s)
+		}
+		c.Close()
+	}
+}

@@ -9,7 +9,10 @@
 //
 // Plaintext never reaches local disk: dirty blocks stay in memory up to
 // Options.MaxDirty and beyond that go to a spool file sealed with an
-// ephemeral key that exists only in this process.
+// ephemeral key that exists only in this process; Options.DiskCache keeps
+// blocks read from the store sealed, exactly as stored, and every block
+// taken from it is authenticated like one from the store (a bad one is
+// logged, removed and fetched again).
 package content
 
 import (

@@ -277,8 +277,6 @@ func cacheEntries(t *testing.T, dir string) map[where][]byte {
 // BenchmarkDiskCacheRead reads a 64 MiB file through a fresh engine
 // (empty memory cache) whose disk cache holds every block.
 func BenchmarkDiskCacheRead(b *testing.B) {
-	t := &testing.T{}
-	_ = t
 	keys := testKeys(b, 65536)
 	st := mem.New()
 	dir := b.TempDir()

@@ -112,6 +112,9 @@ type Engine struct {
 	corruptLogged sync.Map // "key\x00etag\x00block" -> struct{}: log each corruption once
 
 	blockBufs sync.Pool // *[]byte of cap bs: dirty block buffers, reused after spill or drop
+	// sealedBufs: *[]byte, what a block read from the disk cache is read
+	// into before it is opened.
+	sealedBufs sync.Pool
 }
 
 // getBlockBuf returns an empty buffer of capacity bs. Its bytes past len are

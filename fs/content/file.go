@@ -808,14 +808,22 @@ func (f *File) readDisk(v version, obj string, i uint64, out map[uint64][]byte) 
 	e := f.e
 	k := disk.Key{Object: obj, Block: i}
 	want := min(e.bs+e.overhead, v.info.Size-e.blockOff(i))
-	sealed, ok := e.disk.Get(k, make([]byte, 0, want))
+	bp, _ := e.sealedBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer e.sealedBufs.Put(bp)
+	sealed, ok := e.disk.Get(k, (*bp)[:0])
 	if !ok {
 		return false
 	}
+	*bp = sealed
 	var plain []byte
-	err := fmt.Errorf("%d bytes, want %d: %w", len(sealed), want, cipher.ErrCorrupt)
+	var err error
 	if int64(len(sealed)) == want {
 		plain, err = v.codec.open(make([]byte, 0, len(sealed)-int(e.overhead)), sealed, i, i == e.blockCount(v.size)-1)
+	} else {
+		err = fmt.Errorf("%d bytes, want %d: %w", len(sealed), want, cipher.ErrCorrupt)
 	}
 	if err != nil {
 		e.disk.Remove(k)

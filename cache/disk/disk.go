@@ -31,9 +31,10 @@
 // into an open one: the cache could not keep up with a cold read.
 //
 // Memory: the index holds one entry per segment (about 200 bytes, never
-// block bytes); writes are queued up to Options.QueueBytes and dropped
-// beyond that. Nothing here ever makes a read fail: an entry that cannot be
-// read is a miss, one that cannot be written is skipped (and logged).
+// block bytes); writes are queued up to Options.QueueBytes, and dropped
+// beyond that after a short wait. Nothing here ever makes a read fail: an
+// entry that cannot be read is a miss, one that cannot be written is
+// skipped (and logged).
 package disk
 
 import (
@@ -73,6 +74,7 @@ const (
 	touchEvery = time.Minute     // a hit updates the segment's mtime at most this often
 	maxOpen    = 64              // segment files the writer keeps open
 	maxRead    = 256             // segment files kept open for reads
+	queueWait  = 100 * time.Millisecond
 )
 
 // ErrLocked: another process has the cache directory open.
@@ -113,6 +115,7 @@ type segment struct {
 	lens       []uint32 // per slot; 0 = empty
 	size       int64    // bytes on disk
 	touched    int64    // unix seconds of the mtime on disk
+	hdrDirty   bool     // lens changed since the header page was written
 	prev, next *segment
 }
 
@@ -152,6 +155,8 @@ type Cache struct {
 	closed    bool
 	queue     chan op
 	queued    atomic.Int64
+	smu       sync.Mutex
+	space     chan struct{} // closed (and replaced) whenever the writer took a block off the queue
 	done      chan struct{}
 	closeOnce sync.Once
 
@@ -217,6 +222,7 @@ func Open(opts Options) (*Cache, error) {
 		index: make(map[name]*segment), queueBytes: opts.QueueBytes,
 		writerFiles: make(map[name]*os.File),
 		rfiles:      make(map[name]*os.File),
+		space:       make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	if c.log == nil {
@@ -495,9 +501,11 @@ func (c *Cache) dropReadFile(n name) {
 	}
 }
 
-// Put stores data under k in the background and takes ownership of it. It
-// never blocks: when the queue holds QueueBytes already, the block is not
-// cached. A block already cached is left as it is.
+// Put stores data under k in the background and takes ownership of it.
+// When the queue holds QueueBytes already, it waits up to 100 ms for the
+// writer to make room (a reader faster than the disk is slowed to the
+// disk's speed), then gives up: the block is not cached. A block already
+// cached is left as it is.
 func (c *Cache) Put(k Key, data []byte) {
 	if c == nil || len(data) == 0 || len(data) > c.maxEntry {
 		return
@@ -512,10 +520,31 @@ func (c *Cache) enqueue(o op, n int64) {
 	if c.closed {
 		return
 	}
-	if c.queued.Add(n) > c.queueBytes && n > 0 {
+	var deadline *time.Timer
+	for n > 0 {
+		// The channel before the check: a write completing in between
+		// closes it, so the wait below cannot miss it.
+		c.smu.Lock()
+		room := c.space
+		c.smu.Unlock()
+		if c.queued.Add(n) <= c.queueBytes {
+			break
+		}
 		c.queued.Add(-n)
-		c.dropped.Add(1)
-		return
+		// Full: wait (up to queueWait in all) for the writer to make
+		// room, so that a read faster than the disk is slowed to the
+		// disk's speed rather than leaving blocks uncached; a disk that
+		// stalls longer costs the block, never the read.
+		if deadline == nil {
+			deadline = time.NewTimer(queueWait)
+			defer deadline.Stop()
+		}
+		select {
+		case <-room:
+		case <-deadline.C:
+			c.dropped.Add(1)
+			return
+		}
 	}
 	select {
 	case c.queue <- o:
@@ -609,8 +638,8 @@ func (c *Cache) writer() {
 	defer close(c.done)
 	defer func() {
 		for n, f := range c.writerFiles {
-			f.Close()
 			delete(c.writerFiles, n)
+			c.closeWriter(n, f)
 		}
 	}()
 	for o := range c.queue {
@@ -630,6 +659,10 @@ func (c *Cache) writer() {
 		case opWrite:
 			c.write(o.name, o.slot, o.data)
 			c.queued.Add(-int64(len(o.data)))
+			c.smu.Lock()
+			close(c.space)
+			c.space = make(chan struct{})
+			c.smu.Unlock()
 		}
 	}
 }
@@ -669,11 +702,10 @@ func (c *Cache) write(n name, slot int, data []byte) {
 	created := s == nil
 	f, err := c.segmentFile(n, created)
 	if err == nil {
-		if _, err = f.WriteAt(data, c.slotOff(slot)); err == nil {
-			var l [4]byte
-			binary.BigEndian.PutUint32(l[:], uint32(len(data)))
-			_, err = f.WriteAt(l[:], int64(16+4*slot))
-		}
+		// The slot's length reaches the header page when the file is
+		// closed (closeWriter): one write per block, not two. A crash
+		// before that forgets the block, which is only a miss.
+		_, err = f.WriteAt(data, c.slotOff(slot))
 	}
 	if err != nil {
 		c.writeFailed(n, f, slot, created, err)
@@ -695,9 +727,32 @@ func (c *Cache) write(n name, slot int, data []byte) {
 		c.moveFront(s)
 	}
 	s.lens[slot] = uint32(len(data))
+	s.hdrDirty = true
 	s.size += add
 	c.bytes += add
 	c.evictLocked()
+}
+
+// closeWriter writes segment n's header page (its slots' lengths) if they
+// changed, and closes f. Writer goroutine only.
+func (c *Cache) closeWriter(n name, f *os.File) {
+	c.mu.Lock()
+	var h []byte
+	if s := c.index[n]; s != nil && s.hdrDirty {
+		h = c.header()
+		for k, l := range s.lens {
+			binary.BigEndian.PutUint32(h[16+4*k:], l)
+		}
+		s.hdrDirty = false
+	}
+	c.mu.Unlock()
+	if h != nil {
+		if _, err := f.WriteAt(h, 0); err != nil {
+			c.errs.Add(1)
+			c.log.Debug("disk cache: segment header not written (its blocks are forgotten at the next mount)", "err", err)
+		}
+	}
+	f.Close()
 }
 
 // segmentFile returns the writer's open file of segment n, creating it
@@ -712,8 +767,8 @@ func (c *Cache) segmentFile(n name, create bool) (*os.File, error) {
 	}
 	if len(c.writerFiles) >= maxOpen {
 		for k, f := range c.writerFiles { // any one
-			f.Close()
 			delete(c.writerFiles, k)
+			c.closeWriter(k, f)
 			break
 		}
 	}

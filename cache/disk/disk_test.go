@@ -292,8 +292,9 @@ func BenchmarkPut64K(b *testing.B) {
 	}
 	defer c.Close()
 	b.SetBytes(65564)
+	blk := block(1, 65564)
 	for i := 0; i < b.N; i++ {
-		c.Put(Key{"o", uint64(i)}, block(i, 65564))
+		c.Put(Key{"o", uint64(i)}, blk)
 		if i%64 == 63 {
 			c.Flush()
 		}
@@ -391,5 +392,23 @@ func BenchmarkOpenScan(b *testing.B) {
 			b.Fatalf("%+v", s)
 		}
 		c.Close()
+	}
+}
+
+// TestQueueFullWaits: Puts faster than the disk wait for room (briefly)
+// instead of dropping blocks.
+func TestQueueFullWaits(t *testing.T) {
+	c, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 30, NameKey: testKey, MaxEntry: 65564, QueueBytes: 128 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	blk := block(1, 65564)
+	for i := range 200 {
+		c.Put(Key{"o", uint64(i)}, blk)
+	}
+	c.Flush()
+	if st := c.Stats(); st.Dropped != 0 || st.Writes != 200 {
+		t.Fatalf("200 Puts through a 2-block queue: %+v; want all written", st)
 	}
 }

@@ -494,7 +494,11 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if err != nil {
 		return err
 	}
-	setMemoryLimit(int64(m.cacheSize), log)
+	limitBase := int64(m.cacheSize)
+	if m.diskCache != "" {
+		limitBase += disk.DefaultQueueBytes // blocks waiting to be written
+	}
+	setMemoryLimit(limitBase, log)
 	var bc *cache.Cache
 	if m.cacheSize > 0 {
 		if bc, err = cache.New(int64(m.cacheSize)); err != nil {

@@ -139,6 +139,7 @@ type Cache struct {
 	log         *slog.Logger
 	lock        *os.File
 	hpool       sync.Pool // hash.Hash (HMAC under the name key)
+	bufs        sync.Pool // *[]byte of cap maxEntry: Buffer, recycled after writes
 	queueBytes  int64
 	writerFiles map[name]*os.File // open segments; the writer goroutine's only
 
@@ -308,8 +309,8 @@ func (c *Cache) scan() error {
 			s := &segment{lens: make([]uint32, c.slots)}
 			copy(s.name[:], b)
 			info, err := de.Info()
-			if err != nil || !c.readHeader(p, s) {
-				os.Remove(p)
+			if err != nil || !c.readHeader(p, s) || s.size == page {
+				os.Remove(p) // unreadable, another layout, or empty (a crash before its header was written)
 				continue
 			}
 			s.touched = info.ModTime().Unix()
@@ -501,6 +502,22 @@ func (c *Cache) dropReadFile(n name) {
 	}
 }
 
+// Buffer returns a buffer of n bytes (at most MaxEntry) for a block to be
+// handed to Put, recycled once it is written: reading a block into one
+// saves copying it.
+func (c *Cache) Buffer(n int) []byte {
+	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n, max(n, c.maxEntry))
+}
+
+func (c *Cache) recycle(b []byte) {
+	if cap(b) == c.maxEntry {
+		c.bufs.Put(&b)
+	}
+}
+
 // Put stores data under k in the background and takes ownership of it.
 // When the queue holds QueueBytes already, it waits up to 100 ms for the
 // writer to make room (a reader faster than the disk is slowed to the
@@ -511,14 +528,16 @@ func (c *Cache) Put(k Key, data []byte) {
 		return
 	}
 	n, slot := c.nameOf(k)
-	c.enqueue(op{kind: opWrite, name: n, slot: slot, data: data}, int64(len(data)))
+	if !c.enqueue(op{kind: opWrite, name: n, slot: slot, data: data}, int64(len(data))) {
+		c.recycle(data)
+	}
 }
 
-func (c *Cache) enqueue(o op, n int64) {
+func (c *Cache) enqueue(o op, n int64) bool {
 	c.qmu.RLock()
 	defer c.qmu.RUnlock()
 	if c.closed {
-		return
+		return false
 	}
 	var deadline *time.Timer
 	for n > 0 {
@@ -543,16 +562,18 @@ func (c *Cache) enqueue(o op, n int64) {
 		case <-room:
 		case <-deadline.C:
 			c.dropped.Add(1)
-			return
+			return false
 		}
 	}
 	select {
 	case c.queue <- o:
+		return true
 	default:
 		c.queued.Add(-n)
 		if n > 0 {
 			c.dropped.Add(1)
 		}
+		return false
 	}
 }
 
@@ -659,6 +680,7 @@ func (c *Cache) writer() {
 		case opWrite:
 			c.write(o.name, o.slot, o.data)
 			c.queued.Add(-int64(len(o.data)))
+			c.recycle(o.data)
 			c.smu.Lock()
 			close(c.space)
 			c.space = make(chan struct{})

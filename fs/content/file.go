@@ -858,6 +858,9 @@ func (f *File) getRange(ctx context.Context, v version, obj string, first, last 
 	buf := make([]byte, min(sealed, end-off))
 	for i := first; i <= last; i++ {
 		s := buf[:min(sealed, end-e.blockOff(i))]
+		if obj != "" {
+			s = e.disk.Buffer(len(s)) // handed to the disk cache below
+		}
 		if _, err := io.ReadFull(rc, s); err != nil {
 			return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
 		}
@@ -873,7 +876,7 @@ func (f *File) getRange(ctx context.Context, v version, obj string, first, last 
 		e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}, plain)
 		out[i] = plain
 		if obj != "" {
-			e.disk.Put(disk.Key{Object: obj, Block: i}, bytes.Clone(s))
+			e.disk.Put(disk.Key{Object: obj, Block: i}, s)
 		}
 	}
 	return nil

@@ -415,9 +415,17 @@ func TestDiskCacheCrash(t *testing.T) {
 	if err := os.WriteFile(m.path("f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m = m.remount("--disk-cache", dc)
+	addr := freePort(t)
+	m = m.remount("--disk-cache", dc, "--metrics-addr", addr)
 	if sum, _ := readFileHash(t, m.path("f")); sum != want {
 		t.Fatal("first read: wrong content")
+	}
+	// Let the writes catch up (the segments fill, so their headers are
+	// written), then crash.
+	for start := time.Now(); scrape(t, addr)["s3cryptfs_disk_cache_writes_total"] < 768; time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatal("the 768 blocks read were not written to the disk cache within a minute")
+		}
 	}
 	pidText, err := os.ReadFile(filepath.Join(dc, "lock"))
 	if err != nil {
@@ -436,12 +444,19 @@ func TestDiskCacheCrash(t *testing.T) {
 	if r := st.run(t, nil, "unmount", "--lazy", m.dir); r.code != 0 {
 		t.Fatalf("unmount --lazy after the crash: %s", r.stderr)
 	}
-	if blocks, _ := cacheUsage(t, dc); len(blocks) == 0 {
-		t.Log("the crash left no block with its length recorded (all are read from the store again)")
+	// Every segment was full, so every block survived the crash.
+	if blocks, _ := cacheUsage(t, dc); len(blocks) != 768 {
+		t.Errorf("%d blocks on disk after the crash, want 768", len(blocks))
 	}
-	m = mountAgain(m, "--disk-cache", dc)
+	addr = freePort(t)
+	m = mountAgain(m, "--disk-cache", dc, "--metrics-addr", addr)
+	s0 := scrape(t, addr)
 	if sum, _ := readFileHash(t, m.path("f")); sum != want {
 		t.Fatal("read after the crash: wrong content")
+	}
+	s1 := scrape(t, addr)
+	if hits := s1["s3cryptfs_disk_cache_hits_total"] - s0["s3cryptfs_disk_cache_hits_total"]; hits != 768 {
+		t.Errorf("re-read after the crash: %.0f disk cache hits, want 768", hits)
 	}
 	m.unmount()
 	waitCacheReleased(t, dc)

@@ -724,9 +724,9 @@ func (c *Cache) write(n name, slot int, data []byte) {
 	created := s == nil
 	f, err := c.segmentFile(n, created)
 	if err == nil {
-		// The slot's length reaches the header page when the file is
-		// closed (closeWriter): one write per block, not two. A crash
-		// before that forgets the block, which is only a miss.
+		// The slot's length reaches the header page when the segment is
+		// full or its file is closed (closeWriter): one write per block,
+		// not two. A crash before that forgets the block: only a miss.
 		_, err = f.WriteAt(data, c.slotOff(slot))
 	}
 	if err != nil {
@@ -753,6 +753,34 @@ func (c *Cache) write(n name, slot int, data []byte) {
 	s.size += add
 	c.bytes += add
 	c.evictLocked()
+	if c.index[n] != s || !s.full() {
+		return
+	}
+	h := c.headerOf(s)
+	c.mu.Unlock()
+	if _, err := f.WriteAt(h, 0); err != nil {
+		c.errs.Add(1)
+	}
+	c.mu.Lock()
+}
+
+func (s *segment) full() bool {
+	for _, l := range s.lens {
+		if l == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// headerOf returns s's header page and marks it written. c.mu held.
+func (c *Cache) headerOf(s *segment) []byte {
+	h := c.header()
+	for k, l := range s.lens {
+		binary.BigEndian.PutUint32(h[16+4*k:], l)
+	}
+	s.hdrDirty = false
+	return h
 }
 
 // closeWriter writes segment n's header page (its slots' lengths) if they
@@ -761,11 +789,7 @@ func (c *Cache) closeWriter(n name, f *os.File) {
 	c.mu.Lock()
 	var h []byte
 	if s := c.index[n]; s != nil && s.hdrDirty {
-		h = c.header()
-		for k, l := range s.lens {
-			binary.BigEndian.PutUint32(h[16+4*k:], l)
-		}
-		s.hdrDirty = false
+		h = c.headerOf(s)
 	}
 	c.mu.Unlock()
 	if h != nil {

@@ -36,6 +36,9 @@ const (
 	labelKeyFileWrap = "s3cryptfs v1 key file wrap"
 	labelContentKey  = "s3cryptfs v2 content key"
 	labelDataKey     = "s3cryptfs v2 data key"
+	// labelCacheNames: the HMAC key naming the entries of a mount's local
+	// disk cache (cache/disk). Never used for anything stored.
+	labelCacheNames = "s3cryptfs v2 local cache names"
 )
 
 // Object header layout (docs/FORMAT.md, "Object header"). Both versions are
@@ -84,6 +87,7 @@ type masterKey struct {
 	headerWrap aeadT  // v1 headers: AES-256-GCM under the header-wrap subkey
 	contentKey []byte // v2 headers: HKDF input of every version's data key
 	commitKey  []byte
+	cacheNames []byte // CacheNameKey
 }
 
 func newMasterKey(master []byte) (*masterKey, error) {
@@ -103,7 +107,11 @@ func newMasterKey(master []byte) (*masterKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive content key: %w", err)
 	}
-	m := &masterKey{headerWrap: newGCM(wrapKey), contentKey: contentKey, commitKey: commitKey}
+	cacheNames, err := hkdf.Key(newHash, master, nil, labelCacheNames, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive cache name key: %w", err)
+	}
+	m := &masterKey{headerWrap: newGCM(wrapKey), contentKey: contentKey, commitKey: commitKey, cacheNames: cacheNames}
 	copy(m.keyID[:], keyID)
 	return m, nil
 }
@@ -171,6 +179,14 @@ func HeaderKeyID(header []byte) (id KeyID, ok bool) {
 	copy(id[:], header[hdrKeyIDOff:])
 	return id, true
 }
+
+// CacheNameKey is a 32-byte key, HKDF(current master key, "s3cryptfs v2
+// local cache names"), for naming the entries of a local cache (an HMAC of
+// what they hold) so that its directory does not list which objects were
+// read. Nothing in the store depends on it; a new current key (rotate)
+// gives new names, and the old entries age out. The caller must not modify
+// it.
+func (k *Keys) CacheNameKey() []byte { return k.cacheNames }
 
 // Layout is the offset arithmetic for objects of this vault.
 func (k *Keys) Layout() Layout { return k.layout }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cache/disk"
 	"github.com/s3cryptfs/s3cryptfs/fs"
 )
 
@@ -89,6 +90,27 @@ func (m *mountMetrics) registerCache(bc *cache.Cache) {
 			stat(func(s cache.Stats) float64 { return float64(s.Evictions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3cryptfs_cache_bytes", Help: "Bytes of decrypted blocks held in the cache."},
 			stat(func(s cache.Stats) float64 { return float64(s.Bytes) })),
+	)
+}
+
+// registerDiskCache exposes the --disk-cache counters.
+func (m *mountMetrics) registerDiskCache(dc *disk.Cache) {
+	stat := func(f func(disk.Stats) float64) func() float64 {
+		return func() float64 { return f(dc.Stats()) }
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_disk_cache_hits_total", Help: "Sealed blocks read from the disk cache."},
+			stat(func(s disk.Stats) float64 { return float64(s.Hits) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_disk_cache_writes_total", Help: "Sealed blocks written to the disk cache."},
+			stat(func(s disk.Stats) float64 { return float64(s.Writes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_disk_cache_dropped_total", Help: "Blocks not cached: write queue full, disk full or a write error."},
+			stat(func(s disk.Stats) float64 { return float64(s.Dropped) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_disk_cache_evictions_total", Help: "Entries evicted to stay within --disk-cache-size."},
+			stat(func(s disk.Stats) float64 { return float64(s.Evictions) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "s3cryptfs_disk_cache_corrupt_total", Help: "Entries that failed authentication (removed and fetched again)."},
+			stat(func(s disk.Stats) float64 { return float64(s.Removed) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "s3cryptfs_disk_cache_bytes", Help: "Disk space the cached blocks take."},
+			stat(func(s disk.Stats) float64 { return float64(s.Bytes) })),
 	)
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/backend/metrics"
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cache/disk"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
 	"github.com/s3cryptfs/s3cryptfs/fs/content"
@@ -54,6 +55,8 @@ type mountFlags struct {
 	attrTTL       time.Duration
 	maxDirty      byteSize
 	spoolDir      string
+	diskCache     string
+	diskCacheSize byteSize
 	writeBack     bool
 	wbParallel    int
 	wbMax         byteSize
@@ -104,6 +107,9 @@ func (m *mountFlags) groups() []flagGroup {
 	m.maxDirty = content.DefaultMaxDirty
 	mem.fs.Var(&m.maxDirty, "max-dirty", "unsynced data held in memory before spilling to an encrypted spool file")
 	mem.fs.StringVar(&m.spoolDir, "spool-dir", "", "directory for encrypted spool files (default: the system temp dir)")
+	mem.fs.StringVar(&m.diskCache, "disk-cache", "", "keep the sealed blocks read (ciphertext, as stored) in this directory across mounts (off by default; one mount per directory)")
+	m.diskCacheSize = defaultDiskCacheSize
+	mem.fs.Var(&m.diskCacheSize, "disk-cache-size", "disk space the --disk-cache may take, e.g. 20GiB")
 
 	up := newGroup("Uploads")
 	up.fs.BoolVar(&m.writeBack, "write-back", false, "close returns before the upload, which runs in the background (fsync, unmount and SIGTERM still wait; see SEMANTICS.md)")
@@ -164,6 +170,21 @@ func runMount(m *mountFlags, fset *pflag.FlagSet, spec, mnt string) error {
 	}
 	if err := checkMetricsAddr(m.metricsAddr, m.metricsAllowRemote); err != nil {
 		return err
+	}
+	if m.diskCache != "" {
+		if !m.clientEnc {
+			return usagef("--disk-cache needs client-side encryption: it keeps only sealed blocks, never plaintext")
+		}
+		if m.diskCacheSize <= 0 {
+			return usagef("--disk-cache-size must be positive")
+		}
+		d, err := filepath.Abs(m.diskCache)
+		if err != nil {
+			return err
+		}
+		if err := fset.Set("disk-cache", d); err != nil {
+			return err
+		}
 	}
 	mnt, err := filepath.Abs(mnt)
 	if err != nil {
@@ -473,7 +494,11 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if err != nil {
 		return err
 	}
-	setMemoryLimit(int64(m.cacheSize), log)
+	limitBase := int64(m.cacheSize)
+	if m.diskCache != "" {
+		limitBase += disk.DefaultQueueBytes // blocks waiting to be written
+	}
+	setMemoryLimit(limitBase, log)
 	var bc *cache.Cache
 	if m.cacheSize > 0 {
 		if bc, err = cache.New(int64(m.cacheSize)); err != nil {
@@ -484,13 +509,36 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	if mm != nil {
 		mm.registerCache(bc)
 	}
+	var dc *disk.Cache
+	if m.diskCache != "" && keys != nil {
+		l := keys.Layout()
+		dc, err = disk.Open(disk.Options{Dir: m.diskCache, MaxBytes: int64(m.diskCacheSize), NameKey: keys.CacheNameKey(),
+			MaxEntry: l.BlockSize + cipher.BlockOverhead,
+			// Segment files of about 1 MiB: creating a file costs far
+			// more than writing 64 KiB into one.
+			SegmentBlocks: max(1, min((1<<20)/l.BlockSize, 1020)),
+			Logger:        log,
+			// A mount of the same directory that was just unmounted may
+			// still be writing its last blocks.
+			LockWait: 5 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer dc.Close() // after the engine's Close: writes what is queued
+		st := dc.Stats()
+		log.Info("disk cache", "dir", m.diskCache, "max_bytes", int64(m.diskCacheSize), "segments", st.Segments, "bytes", st.Bytes)
+		if mm != nil {
+			mm.registerDiskCache(dc)
+		}
+	}
 	eng, err := content.New(content.Options{
-		Store:    st,
-		Keys:     keys,
-		Cache:    bc,
-		MaxDirty: int64(m.maxDirty),
-		SpoolDir: m.spoolDir,
-		Logger:   log,
+		Store:     st,
+		Keys:      keys,
+		Cache:     bc,
+		DiskCache: dc,
+		MaxDirty:  int64(m.maxDirty),
+		SpoolDir:  m.spoolDir,
+		Logger:    log,
 		// Sequentially written files keep the mtime their upload began
 		// with instead of a whole-object copy at close (SEMANTICS.md).
 		StreamKeepsMeta: fs.StreamKeepsMeta,
@@ -598,6 +646,9 @@ func serve(m *mountFlags, spec, mnt string, level slog.Level) (err error) {
 	log.Info("unmounted", "mountpoint", mnt)
 	return nil
 }
+
+// defaultDiskCacheSize is --disk-cache-size's default.
+const defaultDiskCacheSize = 10 << 30
 
 // memoryHeadroom is what the mount needs beside the block cache: buffers
 // of requests in flight, dirty blocks, the tree.

@@ -9,7 +9,10 @@
 //
 // Plaintext never reaches local disk: dirty blocks stay in memory up to
 // Options.MaxDirty and beyond that go to a spool file sealed with an
-// ephemeral key that exists only in this process.
+// ephemeral key that exists only in this process; Options.DiskCache keeps
+// blocks read from the store sealed, exactly as stored, and every block
+// taken from it is authenticated like one from the store (a bad one is
+// logged, removed and fetched again).
 package content
 
 import (
@@ -24,6 +27,7 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cache/disk"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 )
 
@@ -54,9 +58,14 @@ const (
 
 // Options configure an Engine.
 type Options struct {
-	Store     backend.Store
-	Keys      *cipher.Keys // nil: no client-side encryption (object bytes are the plaintext)
-	Cache     *cache.Cache // nil: no block cache
+	Store backend.Store
+	Keys  *cipher.Keys // nil: no client-side encryption (object bytes are the plaintext)
+	Cache *cache.Cache // nil: no block cache
+	// DiskCache keeps sealed blocks, as the store holds them, on local disk
+	// across mounts (nil: none). Needs Keys: blocks read from it are
+	// authenticated like those from the store, and a block that fails is
+	// removed and fetched again. The engine does not close it.
+	DiskCache *disk.Cache
 	MaxDirty  int64        // plaintext bytes of dirty data held in memory per mount before spilling; 0 = DefaultMaxDirty
 	SpoolDir  string       // where encrypted spool files go; "" = os.TempDir()
 	Readahead int64        // max readahead window per handle; 0 = DefaultReadahead, < 0 = off
@@ -76,6 +85,7 @@ type Engine struct {
 	store     backend.Store
 	keys      *cipher.Keys
 	cache     *cache.Cache
+	disk      *disk.Cache
 	log       *slog.Logger
 	maxDirty  int64
 	readahead int64
@@ -102,6 +112,9 @@ type Engine struct {
 	corruptLogged sync.Map // "key\x00etag\x00block" -> struct{}: log each corruption once
 
 	blockBufs sync.Pool // *[]byte of cap bs: dirty block buffers, reused after spill or drop
+	// sealedBufs: *[]byte, what a block read from the disk cache is read
+	// into before it is opened.
+	sealedBufs sync.Pool
 }
 
 // getBlockBuf returns an empty buffer of capacity bs. Its bytes past len are
@@ -125,10 +138,16 @@ func New(opts Options) (*Engine, error) {
 	if opts.Store == nil {
 		return nil, errors.New("content: no store")
 	}
+	if opts.DiskCache != nil && opts.Keys == nil {
+		// Without client-side encryption a cached block would be plaintext
+		// on disk, and nothing could tell a tampered one.
+		return nil, errors.New("content: a disk cache needs client-side encryption")
+	}
 	e := &Engine{
 		store:     opts.Store,
 		keys:      opts.Keys,
 		cache:     opts.Cache,
+		disk:      opts.DiskCache,
 		log:       opts.Logger,
 		maxDirty:  opts.MaxDirty,
 		readahead: opts.Readahead,
@@ -269,6 +288,11 @@ type codec interface {
 type cryptCodec struct {
 	fk *cipher.FileKey
 	id string
+	// diskID names the version in the disk cache: its header, which has a
+	// random salt (and file id) per stored version from header version 2
+	// on. Version-1 headers stayed the same across a file's rewrites, so
+	// diskObject adds the ETag for them.
+	diskID string
 }
 
 func (c *cryptCodec) cacheID() string { return c.id }
@@ -306,7 +330,20 @@ func (e *Engine) newCodec(key string) (codec, error) {
 
 func newCryptCodec(fk *cipher.FileKey) *cryptCodec {
 	id := fk.ID()
-	return &cryptCodec{fk: fk, id: "c:" + hex.EncodeToString(id[:])}
+	return &cryptCodec{fk: fk, id: "c:" + hex.EncodeToString(id[:]), diskID: string(fk.Header())}
+}
+
+// diskObject is the identity of version v in the disk cache ("" without a
+// disk cache or a header).
+func (e *Engine) diskObject(v version) string {
+	c, ok := v.codec.(*cryptCodec)
+	if e.disk == nil || !ok {
+		return ""
+	}
+	if c.fk.Version() == 1 {
+		return c.diskID + "\x00" + v.content
+	}
+	return c.diskID
 }
 
 // logCorrupt logs a corruption once per object version and block.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cache"
+	"github.com/s3cryptfs/s3cryptfs/cache/disk"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 )
 
@@ -227,7 +228,11 @@ func (e *Engine) Open(ctx context.Context, info backend.ObjectInfo) (*File, erro
 		f.base.codec = plainCodec{id: "p:" + info.Key}
 		return f, nil
 	}
-	if err := f.loadHeader(ctx, f.base, true); err != nil {
+	// The header and block 0 in one GET covers small files; with a disk
+	// cache a larger file's block 0 may be on disk (known only once the
+	// header names the version), so only the header is read.
+	withBlock0 := e.disk == nil || e.blockCount(size) == 1
+	if err := f.loadHeader(ctx, f.base, withBlock0); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -781,7 +786,71 @@ func (f *File) doFetch(ctx context.Context, v version, first, last uint64, fl *f
 	close(fl.done)
 }
 
+// getBlocks fetches, opens and caches blocks [first, last] of v: from the
+// disk cache where it holds them, else by one ranged GET per run of blocks
+// it does not.
 func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out map[uint64][]byte) error {
+	e := f.e
+	obj := e.diskObject(v)
+	if obj == "" {
+		return f.getRange(ctx, v, "", first, last, out)
+	}
+	for i := first; i <= last; {
+		if f.readDisk(v, obj, i, out) {
+			i++
+			continue
+		}
+		j := i
+		for j < last && !e.disk.Has(disk.Key{Object: obj, Block: j + 1}) {
+			j++
+		}
+		if err := f.getRange(ctx, v, obj, i, j, out); err != nil {
+			return err
+		}
+		i = j + 1
+	}
+	return nil
+}
+
+// readDisk takes block i of v from the disk cache, authenticated like a
+// block from the store. An entry that fails (torn by a crash, damaged,
+// tampered with) is logged and removed, and the caller fetches the block
+// from the store, which replaces it.
+func (f *File) readDisk(v version, obj string, i uint64, out map[uint64][]byte) bool {
+	e := f.e
+	k := disk.Key{Object: obj, Block: i}
+	want := min(e.bs+e.overhead, v.info.Size-e.blockOff(i))
+	bp, _ := e.sealedBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer e.sealedBufs.Put(bp)
+	sealed, ok := e.disk.Get(k, (*bp)[:0])
+	if !ok {
+		return false
+	}
+	*bp = sealed
+	var plain []byte
+	var err error
+	if int64(len(sealed)) == want {
+		plain, err = v.codec.open(make([]byte, 0, len(sealed)-int(e.overhead)), sealed, i, i == e.blockCount(v.size)-1)
+	} else {
+		err = fmt.Errorf("%d bytes, want %d: %w", len(sealed), want, cipher.ErrCorrupt)
+	}
+	if err != nil {
+		e.disk.Remove(k)
+		e.log.Warn("disk cache: entry failed authentication; removed, fetching the block from the store",
+			"key", v.info.Key, "block", i, "etag", v.info.ETag, "err", err)
+		return false
+	}
+	e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}, plain)
+	out[i] = plain
+	return true
+}
+
+// getRange GETs blocks [first, last] of v, opens and caches them, and hands
+// each one that authenticates to the disk cache under obj (if not "").
+func (f *File) getRange(ctx context.Context, v version, obj string, first, last uint64, out map[uint64][]byte) error {
 	e := f.e
 	off := e.blockOff(first)
 	end := min(e.blockOff(last+1), v.info.Size)
@@ -801,6 +870,9 @@ func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out
 	buf := make([]byte, min(sealed, end-off))
 	for i := first; i <= last; i++ {
 		s := buf[:min(sealed, end-e.blockOff(i))]
+		if obj != "" {
+			s = e.disk.Buffer(len(s)) // handed to the disk cache below
+		}
 		if _, err := io.ReadFull(rc, s); err != nil {
 			return fmt.Errorf("content: read %q blocks %d-%d: %w", v.info.Key, first, last, err)
 		}
@@ -815,6 +887,9 @@ func (f *File) getBlocks(ctx context.Context, v version, first, last uint64, out
 		}
 		e.cache.Set(cache.Key{File: v.codec.cacheID(), Version: v.content, Block: i}, plain)
 		out[i] = plain
+		if obj != "" {
+			e.disk.Put(disk.Key{Object: obj, Block: i}, s)
+		}
 	}
 	return nil
 }

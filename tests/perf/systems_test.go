@@ -144,6 +144,14 @@ type s3cryptfsSys struct {
 	passFile   string
 	extraEnv   []string
 	cacheBytes int64
+	extraArgs  []string // more mount options (withArgs)
+}
+
+// withArgs is s with more mount options.
+func (s *s3cryptfsSys) withArgs(args ...string) *s3cryptfsSys {
+	c := *s
+	c.extraArgs = append(slices.Clone(s.extraArgs), args...)
+	return &c
 }
 
 // s3cryptfsBinary returns $S3CRYPTFS_BIN or builds ./cmd/s3cryptfs once into
@@ -292,6 +300,7 @@ func (s *s3cryptfsSys) mount(b *testing.B) *mount {
 		"--passphrase-file", s.passFile, "--log-file", log}
 	// More mount options for experiments, e.g. "--attr-timeout 10s".
 	args = append(args, strings.Fields(os.Getenv("S3CRYPTFS_BENCH_MOUNT_ARGS"))...)
+	args = append(args, s.extraArgs...)
 	startDaemon(b, log, env, s.bin, append(args, s.store, dir)...)
 	return finishMount(b, s.sys, s.lat, dir, log, "s3cryptfs", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

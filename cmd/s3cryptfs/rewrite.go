@@ -36,7 +36,7 @@ func rotateRewrite(o *vaultOpener, spec string, parallel int) error {
 	// when a whole pass found nothing left to rewrite.
 	var rep vaultread.RewriteReport
 	for pass := 1; ; pass++ {
-		objs, err := (&vaultread.Verifier{Store: o.st, Keys: keys}).Objects(ctx, "")
+		objs, err := rw.Objects(ctx)
 		if err != nil {
 			return fmt.Errorf("list the vault: %w", err)
 		}
@@ -51,14 +51,16 @@ func rotateRewrite(o *vaultOpener, spec string, parallel int) error {
 		fmt.Fprintln(os.Stderr)
 	}
 	fmt.Printf("%d objects rewritten under the current key %s, %d already were\n", done.Load(), keys.CurrentKeyID(), rep.Current)
-	if rep.Rewritten > 0 {
-		return fmt.Errorf("objects under older keys keep appearing (a mount started before the rotation is writing?): remount every mount, then run rotate --rewrite again; the older keys stay in the keyring")
-	}
+	// Problems first: a pass that both rewrote and left objects stopped
+	// because of them.
 	if len(rep.Problems) > 0 {
 		for _, p := range rep.Problems {
 			fmt.Printf("left as is: %s: %s: %s\n", p.Key, p.Kind, p.Detail)
 		}
 		return fmt.Errorf("%d objects were left as they were; the older keys stay in the keyring (fix or delete those objects, then run rotate --rewrite again)", len(rep.Problems))
+	}
+	if rep.Rewritten > 0 {
+		return fmt.Errorf("objects under older keys keep appearing (a mount started before the rotation is writing?): remount every mount, then run rotate --rewrite again; the older keys stay in the keyring")
 	}
 	dropped := 0
 	for _, id := range keys.KeyIDs() {

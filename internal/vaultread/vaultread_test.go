@@ -3,6 +3,7 @@ package vaultread
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -68,11 +69,51 @@ func headerID(t *testing.T, st backend.Store, key string) cipher.KeyID {
 	return id
 }
 
+// sealMeta seals plain as a mount seals extended attributes into metadata.
+func sealMeta(t *testing.T, keys *cipher.Keys, plain string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := cipher.NewWriter(&buf, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(plain))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawStdEncoding.EncodeToString(buf.Bytes())
+}
+
+// openMeta opens a sealed metadata value; it fails the test unless it is
+// sealed under want.
+func openMeta(t *testing.T, keys *cipher.Keys, v string, want cipher.KeyID) string {
+	t.Helper()
+	b, err := base64.RawStdEncoding.DecodeString(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := cipher.HeaderKeyID(b); id != want {
+		t.Fatalf("metadata sealed under %s, want %s", id, want)
+	}
+	r, err := cipher.NewReader(bytes.NewReader(b), int64(len(b)), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := make([]byte, r.Size())
+	if n, err := r.ReadAt(plain, 0); n != len(plain) {
+		t.Fatal(err)
+	}
+	return string(plain)
+}
+
 // TestRewriteAfterRotate: after a rotation, Rewrite puts every object
-// under the new key with the same plaintext and metadata, leaves what it
-// must not touch (plaintext, a file changed since the listing) and says
-// so; a second pass finds nothing to do, and once the old key is dropped
-// every object still verifies.
+// under the new key with the same plaintext and metadata, extended
+// attributes sealed in the metadata (of files, directory markers, and a
+// file whose content is already current) resealed under the new key;
+// leaves what it must not touch (plaintext, an empty object that is no
+// special file) and says so; takes a file changed since the listing as it
+// is now; a second pass finds nothing to do, and once the old key is
+// dropped every object still verifies and every attribute opens.
 func TestRewriteAfterRotate(t *testing.T) {
 	ctx := context.Background()
 	st := mem.New()
@@ -95,7 +136,11 @@ func TestRewriteAfterRotate(t *testing.T) {
 	for k, b := range files {
 		put(t, st, old, k, b, meta)
 	}
-	st.Put(ctx, "d/", bytes.NewReader(nil), 0, nil)
+	xattrs := map[string]string{"d/b": "file attrs", "d/": "dir attrs", "g": "attrs of a file written after the rotation"}
+	put(t, st, old, "d/b", files["d/b"], map[string]string{"mode": "640", "mtime": "12345", metaXattr: sealMeta(t, old, xattrs["d/b"])})
+	st.Put(ctx, "d/", bytes.NewReader(nil), 0, map[string]string{"mode": "750", metaXattr: sealMeta(t, old, xattrs["d/"])})
+	st.Put(ctx, "d/fifo", bytes.NewReader(nil), 0, map[string]string{"mode": "600", "type": "fifo"})
+	st.Put(ctx, "empty", bytes.NewReader(nil), 0, nil)
 	st.Put(ctx, "plain", bytes.NewReader([]byte("not encrypted")), 13, nil)
 	oldID := old.CurrentKeyID()
 	newID, err := v.Rotate(ctx)
@@ -103,17 +148,21 @@ func TestRewriteAfterRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := v.Keys()
+	// g: content under the new key, attributes still under the old one (a
+	// mount that copied them along when it rewrote the file).
+	put(t, st, keys, "g", []byte("gee"), map[string]string{"mode": "600", metaXattr: sealMeta(t, old, xattrs["g"])})
+	files["g"] = []byte("gee")
 
-	ver := &Verifier{Store: st, Keys: keys}
-	objs, err := ver.Objects(ctx, "")
+	rw := &Rewriter{Store: st, Keys: keys, Parallel: 2}
+	objs, err := rw.Objects(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// "e" changes after the listing (a mount writing under the new key):
-	// its newer content must survive.
+	// its newer content must survive, and it needs no rewrite.
 	put(t, st, keys, "e", []byte("newer"), meta)
+	files["e"] = []byte("newer")
 
-	rw := &Rewriter{Store: st, Keys: keys, Parallel: 2}
 	rep, err := rw.Rewrite(ctx, objs)
 	if err != nil {
 		t.Fatal(err)
@@ -122,16 +171,11 @@ func TestRewriteAfterRotate(t *testing.T) {
 	for _, p := range rep.Problems {
 		probs[p.Key] = p.Kind
 	}
-	if rep.Rewritten != 3 || probs["plain"] != ProblemNotEncrypted || probs["e"] != ProblemChanged || len(probs) != 2 {
+	// Rewritten: a, d/b, d/c, d/ (attributes only), g (attributes); current: e, d/fifo.
+	if rep.Rewritten != 5 || rep.Current != 2 || probs["plain"] != ProblemNotEncrypted || probs["empty"] != ProblemNotEncrypted || len(probs) != 2 {
 		t.Fatalf("rewrite: %+v", rep)
 	}
-	if got := readAll(t, st, keys, "e"); string(got) != "newer" {
-		t.Errorf("e: %q after rewrite, want the newer content", got)
-	}
 	for k, b := range files {
-		if k == "e" {
-			continue
-		}
 		if id := headerID(t, st, k); id != newID {
 			t.Errorf("%s: key %s after rewrite, want %s", k, id, newID)
 		}
@@ -139,26 +183,39 @@ func TestRewriteAfterRotate(t *testing.T) {
 			t.Errorf("%s: content changed by the rewrite", k)
 		}
 		info, _ := st.Stat(ctx, k)
-		if info.Metadata["mode"] != "640" || info.Metadata["mtime"] != "12345" {
+		if k != "g" && (info.Metadata["mode"] != "640" || info.Metadata["mtime"] != "12345") {
 			t.Errorf("%s: metadata %v after rewrite", k, info.Metadata)
 		}
 	}
 
-	objs, _ = ver.Objects(ctx, "")
+	objs, _ = rw.Objects(ctx)
 	rep, err = rw.Rewrite(ctx, objs)
-	if err != nil || rep.Rewritten != 0 || rep.Current != 4 {
+	if err != nil || rep.Rewritten != 0 || rep.Current != 7 {
 		t.Errorf("second pass: %+v, %v", rep, err)
 	}
 	if err := v.DropKey(ctx, oldID); err != nil {
 		t.Fatal(err)
 	}
-	ver.Keys = v.Keys()
+	ver := &Verifier{Store: st, Keys: v.Keys()}
+	objs, _ = ver.Objects(ctx, "")
 	vr, err := ver.Verify(ctx, objs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(vr.Problems) != 1 || vr.Problems[0].Key != "plain" {
+	if len(vr.Problems) != 2 || vr.Problems[0].Key != "empty" || vr.Problems[1].Key != "plain" {
 		t.Errorf("verify after dropping the old key: %+v", vr.Problems)
+	}
+	for k, want := range xattrs {
+		info, err := st.Stat(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := openMeta(t, v.Keys(), info.Metadata[metaXattr], newID); got != want {
+			t.Errorf("%s: extended attributes %q after the rewrite, want %q", k, got, want)
+		}
+		if info.Metadata["mode"] == "" {
+			t.Errorf("%s: metadata %v after the rewrite", k, info.Metadata)
+		}
 	}
 }
 

@@ -1,0 +1,317 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3cryptfs/s3cryptfs/cipher"
+)
+
+// TestRotateRewriteKilled: rotate, writes under the new key, then rotate
+// --rewrite killed (SIGKILL of the real binary) twice while it rewrites,
+// once among the small objects and once while a large object is being
+// uploaded in parts, and run a third time to the end, over MinIO with TLS.
+// Meanwhile and afterwards every file reads back identical (content,
+// extended attributes, symlink, FIFO); at the end no object and no sealed
+// metadata is left under the old key, the old key is gone from the config,
+// and verify is clean.
+func TestRotateRewriteKilled(t *testing.T) {
+	st := newStore(t, "minio")
+	st.init(t)
+	m := st.mount(t)
+	want := map[string][]byte{}
+	put := func(name string, data []byte) {
+		t.Helper()
+		want[name] = data
+		if err := os.WriteFile(m.path(name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a*: small files (up to 3 blocks), rewritten first (listing order);
+	// z*: large ones (multipart uploads when rewritten).
+	for i := range 40 {
+		put(fmt.Sprintf("a%02d", i), randBytes(uint64(i), 1+i*5000))
+	}
+	for i := range 3 {
+		put(fmt.Sprintf("z%d", i), randBytes(uint64(100+i), 40<<20+i*1000))
+	}
+	if err := os.Mkdir(m.path("d"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	put("d/in", []byte("inside d"))
+	wantXattrs := map[string]string{"a05": "on a file, before the rotation", "d": "on a directory, before the rotation"}
+	for name, v := range wantXattrs {
+		if err := unix.Setxattr(m.path(name), "user.k", []byte(v), 0); err != nil {
+			t.Fatalf("setxattr %s: %v", name, err)
+		}
+	}
+	if err := unix.Mkfifo(m.path("d/fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("a01", m.path("link")); err != nil {
+		t.Fatal(err)
+	}
+	m.unmount()
+	oldID, ok := cipher.HeaderKeyID(st.raw(t, "a03"))
+	if !ok {
+		t.Fatal("a03 has no s3cryptfs header")
+	}
+
+	st.mustRun(t, "rotate", "--passphrase-file", passFile(t, passphrase))
+	m = st.mount(t)
+	put("later", []byte("written under the new key"))
+	put("a02", []byte("a02 replaced under the new key"))
+	wantXattrs["a03"] = "set after the rotation"
+	if err := unix.Setxattr(m.path("a03"), "user.k", []byte(wantXattrs["a03"]), 0); err != nil {
+		t.Fatal(err)
+	}
+	m.unmount()
+	newID, _ := cipher.HeaderKeyID(st.raw(t, "later"))
+	if newID == oldID {
+		t.Fatal("the rotation did not change the key new files use")
+	}
+
+	// underNew counts the objects of keys whose header names the new key.
+	underNew := func(keys ...string) int {
+		n := 0
+		for _, k := range keys {
+			if id, ok := cipher.HeaderKeyID(st.rawRange(t, k, cipher.HeaderSize)); ok && id == newID {
+				n++
+			}
+		}
+		return n
+	}
+	var small []string
+	for i := range 40 {
+		if i != 2 {
+			small = append(small, fmt.Sprintf("a%02d", i))
+		}
+	}
+
+	// First run: killed once a few small objects are rewritten.
+	r1 := st.startRewrite(t)
+	r1.killWhen(t, func() bool { return underNew(small...) >= 5 })
+	if n := underNew(small...); n == len(small) {
+		t.Fatal("the first rewrite finished the small objects before it was killed: nothing was interrupted (make the workload larger)")
+	}
+	st.wantKeyring(t, oldID, newID)
+	// Half rewritten, every file reads back identical (get needs both keys).
+	st.wantTree(t, want)
+
+	// Second run: killed after the first large object, while the next one
+	// is being uploaded.
+	r2 := st.startRewrite(t)
+	r2.killWhen(t, func() bool { return underNew("z0") == 1 })
+	if underNew("z1", "z2") == 2 {
+		t.Fatal("the second rewrite finished before it was killed: nothing was interrupted (make the workload larger)")
+	}
+	st.wantKeyring(t, oldID, newID)
+	st.wantTree(t, want)
+
+	// Third run: to the end.
+	r := st.run(t, nil, st.cmd("rotate", "--rewrite", "--passphrase-file", passFile(t, passphrase))...)
+	if r.code != 0 || !strings.Contains(r.stdout, "1 older keys dropped") {
+		t.Fatalf("rotate --rewrite after two kills: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	st.wantKeyring(t, newID)
+	st.wantNothingUnder(t, oldID)
+	if rep, r := st.verifyJSON(t); r.code != 0 || len(rep.Problems) != 0 || rep.Objects < len(want) {
+		t.Fatalf("verify after the rewrite: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	st.wantTree(t, want)
+
+	m = st.mount(t)
+	for name, data := range want {
+		got, err := os.ReadFile(m.path(name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s after the rewrite: %d bytes, %v; want %d bytes", name, len(got), err, len(data))
+		}
+	}
+	for name, v := range wantXattrs {
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(m.path(name), "user.k", buf)
+		if err != nil || string(buf[:n]) != v {
+			t.Fatalf("xattr of %s after the rewrite: %q, %v; want %q", name, buf[:max(n, 0)], err, v)
+		}
+	}
+	if target, err := os.Readlink(m.path("link")); err != nil || target != "a01" {
+		t.Fatalf("symlink after the rewrite: %q %v", target, err)
+	}
+	if fi, err := os.Lstat(m.path("d/fifo")); err != nil || fi.Mode().Type() != os.ModeNamedPipe || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("FIFO after the rewrite: %v %v", fi, err)
+	}
+}
+
+// rewriteRun is rotate --rewrite running in the background.
+type rewriteRun struct {
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	done chan error
+}
+
+// startRewrite starts rotate --rewrite --parallel 1 (one object at a time,
+// so that a kill lands between known objects).
+func (st *store) startRewrite(t *testing.T) *rewriteRun {
+	t.Helper()
+	r := &rewriteRun{done: make(chan error, 1)}
+	r.cmd = exec.Command(binary, st.cmd("rotate", "--rewrite", "--parallel", "1", "--passphrase-file", passFile(t, passphrase))...)
+	r.cmd.Env = append(os.Environ(), st.env...)
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		if r.cmd.ProcessState == nil {
+			r.cmd.Process.Kill()
+			<-r.done
+		}
+	})
+	return r
+}
+
+// killWhen SIGKILLs the run as soon as cond holds; it fails the test if
+// the run ends first.
+func (r *rewriteRun) killWhen(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !cond() {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			t.Fatalf("rotate --rewrite ended (%v) before it could be killed halfway:\n%s", err, r.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotate --rewrite made no progress in 3 minutes:\n%s", r.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-r.done
+	r.done <- err
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("rotate --rewrite was not killed by SIGKILL: %v\n%s", err, r.out.String())
+	}
+	t.Logf("rotate --rewrite killed halfway; its output: %q", r.out.String())
+}
+
+// rawRange returns the first n bytes of an object (fewer if it is shorter).
+func (st *store) rawRange(t *testing.T, key string, n int) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := st.srv.SDKClient(t).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(key),
+		Range: aws.String(fmt.Sprintf("bytes=0-%d", n-1))})
+	if err != nil {
+		t.Fatalf("raw get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(out.Body); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// wantKeyring checks that the stored config's keyring holds exactly ids.
+func (st *store) wantKeyring(t *testing.T, ids ...cipher.KeyID) {
+	t.Helper()
+	cfg, err := cipher.ParseConfig(st.raw(t, ".s3cryptfs.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := cfg.UnlockSecret(cipher.Passphrase([]byte(passphrase)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := u.Keys().KeyIDs()
+	if len(got) != len(ids) {
+		t.Fatalf("keyring %v, want %v", got, ids)
+	}
+	for _, id := range ids {
+		found := false
+		for _, g := range got {
+			found = found || g == id
+		}
+		if !found {
+			t.Fatalf("keyring %v, want %v", got, ids)
+		}
+	}
+}
+
+// wantNothingUnder checks every object of the bucket (data, symlinks,
+// specials, directory markers, attribute indexes): no header and no sealed
+// extended attributes in its metadata name master key id.
+func (st *store) wantNothingUnder(t *testing.T, id cipher.KeyID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := st.srv.SDKClient(t)
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(st.bucket)})
+	checked, sealedMeta := 0, 0
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			k := aws.ToString(o.Key)
+			if k == ".s3cryptfs.conf" {
+				continue
+			}
+			checked++
+			if aws.ToInt64(o.Size) >= cipher.HeaderSize {
+				if got, ok := cipher.HeaderKeyID(st.rawRange(t, k, cipher.HeaderSize)); !ok || got == id {
+					t.Errorf("%s: header names key %s (ok %v): still under the old key", k, got, ok)
+				}
+			}
+			if x := st.rawMeta(t, k)["xattr"]; x != "" {
+				sealedMeta++
+				b, err := base64.RawStdEncoding.DecodeString(x)
+				if err != nil {
+					t.Fatalf("%s: xattr metadata: %v", k, err)
+				}
+				if got, ok := cipher.HeaderKeyID(b); !ok || got == id {
+					t.Errorf("%s: extended attributes sealed under key %s (ok %v): still under the old key", k, got, ok)
+				}
+			}
+		}
+	}
+	if sealedMeta < 3 {
+		t.Fatalf("only %d objects carry sealed extended attributes; the test sets 3", sealedMeta)
+	}
+	if !t.Failed() {
+		t.Logf("%d objects checked, %d with sealed extended attributes: none under %s", checked, sealedMeta, id)
+	}
+}
+
+// wantTree gets the whole vault with the get command and compares every
+// file of want.
+func (st *store) wantTree(t *testing.T, want map[string][]byte) {
+	t.Helper()
+	dest := filepath.Join(t.TempDir(), "get")
+	st.mustRun(t, "get", "--passphrase-file", passFile(t, passphrase), "--", "/", dest)
+	for name, data := range want {
+		got, err := os.ReadFile(filepath.Join(dest, name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("get %s: %d bytes, %v; want %d bytes", name, len(got), err, len(data))
+		}
+	}
+	os.RemoveAll(dest)
+}

@@ -16,13 +16,15 @@ import (
 
 func newCatCommand() *cobra.Command {
 	var f readFlags
-	groups := f.groups("ranged GETs in flight (memory: about this many times 64 blocks, 4MiB at the default block size)")
+	groups := f.groups("readahead, in 4MiB units: how far the ranged GETs (up to 8MiB each, 4 in flight) run ahead of the output (memory: about twice this)")
 	cmd := &cobra.Command{
 		Use:   "cat [options] STORE PATH",
 		Short: "write a file of the vault to stdout without mounting it",
-		Long: `Decrypt the file PATH of the vault in STORE to stdout, streaming: ranged GETs
-run in parallel and every block is authenticated before it is written. A
-block that does not authenticate stops the output with exit status 1.`,
+		Long: `Decrypt the file PATH of the vault in STORE to stdout, streaming through the
+mount's own read path (its readahead: ranged GETs in parallel ahead of the
+output, bounded memory); every block is authenticated before it is
+written. A block that does not authenticate stops the output with exit
+status 1 and a message naming the block.`,
 		Args: exactArgs(2, "STORE and PATH"),
 		RunE: func(c *cobra.Command, args []string) error {
 			path, err := pathArg(args[1])
@@ -36,6 +38,11 @@ block that does not authenticate stops the output with exit status 1.`,
 	registerCompletions(cmd)
 	return cmd
 }
+
+// catReadaheadUnit is what one unit of cat's --parallel adds to the
+// readahead window: the default (vaultread.DefaultParallel, 8) gives the
+// engine's default window, 32 MiB.
+const catReadaheadUnit = 4 << 20
 
 func runCat(f *readFlags, spec, path string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -66,11 +73,7 @@ func runCat(f *readFlags, spec, path string, stdout io.Writer) error {
 	case e.SizeErr != nil:
 		return fmt.Errorf("%s: %w", path, e.SizeErr)
 	}
-	r, size, err := vaultread.Open(ctx, st, keys, e.Info)
-	if err != nil {
-		return err
-	}
-	err = vaultread.Copy(ctx, stdout, r, size, vaultread.ChunkSize(keys), f.parallel)
+	err = vaultread.Stream(ctx, stdout, st, keys, e.Info, int64(f.parallel)*catReadaheadUnit)
 	if errors.Is(err, syscall.EPIPE) {
 		return nil // the reader went away (cat | head): not an error
 	}

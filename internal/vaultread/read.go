@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 
 	"github.com/s3cryptfs/s3cryptfs/backend"
 	"github.com/s3cryptfs/s3cryptfs/cipher"
 	"github.com/s3cryptfs/s3cryptfs/fs"
+	"github.com/s3cryptfs/s3cryptfs/fs/content"
 )
 
 // DefaultParallel is how many ranged GETs run at once by default: enough
@@ -171,6 +173,57 @@ func Copy(ctx context.Context, w io.Writer, r io.ReaderAt, size, chunk int64, pa
 		bufs.Put(&b)
 	}
 	return werr
+}
+
+// streamRead is the size of Stream's reads from the engine and writes to
+// its writer: large enough that per-call costs vanish, small against the
+// readahead window, so that writing overlaps fetching.
+const streamRead = 1 << 20
+
+// Stream writes the plaintext of the file info describes (a file or
+// symlink of the vault, from Stat) to w, in order: what cat does. It reads
+// through the mount's own content engine (package fs/content) with one
+// handle reading sequentially, so its readahead does the fetching: ranged
+// GETs of up to 8 MiB, 4 in flight, ahead of the writer by up to readahead
+// bytes (0: the engine's default window, 32 MiB), every block
+// authenticated before it is handed over. Memory is bounded by the
+// engine's readahead budget (the window plus the GETs in flight), whatever
+// the file's size. A block that does not authenticate ends the stream with
+// an error wrapping cipher.ErrCorrupt, naming the object and the block;
+// what came before it has been written. keys nil means a plaintext vault.
+func Stream(ctx context.Context, w io.Writer, st backend.Store, keys *cipher.Keys, info backend.ObjectInfo, readahead int64) error {
+	e, err := content.New(content.Options{Store: st, Keys: keys, Readahead: readahead,
+		// Errors come back from ReadAt, naming the object and block;
+		// the engine's own log lines are for a mount's log file.
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	f, err := e.Open(ctx, info)
+	if err != nil {
+		return err
+	}
+	h := f.NewHandle()
+	defer h.Close()
+	size := f.Size()
+	buf := make([]byte, min(streamRead, size))
+	for off := int64(0); off < size; {
+		n, err := h.ReadAt(ctx, buf[:min(int64(len(buf)), size-off)], off)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			off += int64(n)
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: %w at %d of %d bytes", info.Key, io.ErrUnexpectedEOF, off, size)
+		}
+	}
+	return nil
 }
 
 // ChunkSize is the plaintext bytes one ranged GET of Copy should cover for

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,8 +84,9 @@ func readersSetup(b *testing.B, lat time.Duration) (*env, *netPath, *s3cryptfsSy
 }
 
 // runReader runs an s3cryptfs reading command with the key file, its
-// stdout into w; it returns the wall time.
-func (s *s3cryptfsSys) runReader(ctx context.Context, key string, w *checkWriter, args ...string) (time.Duration, error) {
+// stdout into w; it returns the wall time and the command's peak RSS in
+// MiB.
+func (s *s3cryptfsSys) runReader(ctx context.Context, key string, w *checkWriter, args ...string) (time.Duration, float64, error) {
 	argv := append([]string{args[0], "--path-style", "--key-file", key}, args[1:]...)
 	cmd := exec.CommandContext(ctx, s.bin, argv...)
 	cmd.Env = append(os.Environ(), s.extraEnv...)
@@ -92,9 +94,13 @@ func (s *s3cryptfsSys) runReader(ctx context.Context, key string, w *checkWriter
 	cmd.Stdout, cmd.Stderr = w, &stderr
 	d, err := timed(cmd.Run)
 	if err != nil {
-		return d, fmt.Errorf("s3cryptfs %v: %w: %s", args, err, stderr.String())
+		return d, 0, fmt.Errorf("s3cryptfs %v: %w: %s", args, err, stderr.String())
 	}
-	return d, nil
+	var rss float64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = float64(ru.Maxrss) / 1024 // KiB on Linux
+	}
+	return d, rss, nil
 }
 
 // checkWriter compares what it is written with want (nil: only counts).
@@ -131,6 +137,7 @@ func benchCat(b *testing.B, lat time.Duration) {
 	ensureSeqFile(b, e, sysS3cryptfs)
 	b.SetBytes(int64(len(data)))
 	var mountT, catT time.Duration
+	var peakRSS float64
 	for range b.N {
 		m := s.mount(b)
 		d, err := timed(func() error { return readCompare(m.path(seqName), data, readBuf()) })
@@ -141,11 +148,12 @@ func benchCat(b *testing.B, lat time.Duration) {
 		mountT += d
 		w := &checkWriter{want: data}
 		b.StartTimer()
-		d, err = s.runReader(ctx, key, w, "cat", s.store, seqName)
+		d, rss, err := s.runReader(ctx, key, w, "cat", s.store, seqName)
 		b.StopTimer()
 		if err != nil {
 			b.Fatal(err)
 		}
+		peakRSS = max(peakRSS, rss)
 		if w.bad || w.n != len(data) {
 			b.Fatalf("cat %s: %d bytes, differing: %v", seqName, w.n, w.bad)
 		}
@@ -154,11 +162,12 @@ func benchCat(b *testing.B, lat time.Duration) {
 	secs := catT.Seconds() / float64(b.N)
 	vsMount := mountT.Seconds() / catT.Seconds()
 	b.ReportMetric(vsMount, "mount-ratio")
+	b.ReportMetric(peakRSS, "cat-peak-RSS-MiB")
 	workload := "cat " + mib(int64(len(data)))
 	report(b, result{lat: p.name, workload: workload, system: sysS3cryptfs, value: float64(len(data)) / secs / 1e6, unit: "MB/s",
 		ratio: ratio(seqReadBaseline(b, e, p, ctx), secs), target: fmt.Sprintf(">= 1x mount cold read: %.2fx", vsMount), reqs: nan}, "MB/s")
-	b.Logf("%s: cat %.1f MB/s, mount cold read %.1f MB/s: %.2fx", p.name,
-		float64(len(data))/secs/1e6, float64(len(data))*float64(b.N)/mountT.Seconds()/1e6, vsMount)
+	b.Logf("%s: cat %.1f MB/s, mount cold read %.1f MB/s: %.2fx; cat's peak RSS %.0f MiB", p.name,
+		float64(len(data))/secs/1e6, float64(len(data))*float64(b.N)/mountT.Seconds()/1e6, vsMount, peakRSS)
 }
 
 // ensureVfyFiles writes the verify workload's files (untimed, once).
@@ -222,7 +231,7 @@ func benchVerify(b *testing.B, lat time.Duration) {
 		mountT += d
 		w := &checkWriter{}
 		b.StartTimer()
-		d, err = s.runReader(ctx, key, w, "verify", s.store, vfyDir)
+		d, _, err = s.runReader(ctx, key, w, "verify", s.store, vfyDir)
 		b.StopTimer()
 		if err != nil {
 			b.Fatal(err)

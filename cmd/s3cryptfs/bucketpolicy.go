@@ -16,16 +16,29 @@ import (
 
 // Statement ids of what bucket-policy adds. Statements with this prefix
 // are the command's own: it replaces them on every run and touches no
-// other statement.
+// other statement (an earlier version's S3cryptfsDenyPutWithoutSSE too).
 const (
 	policySidPrefix = "S3cryptfs"
 	sidTLS          = policySidPrefix + "DenyInsecureTransport"
-	sidSSE          = policySidPrefix + "DenyPutWithoutSSE"
+	sidSSE          = policySidPrefix + "DenyPutWithOtherSSE"
+	sseHeaderKey    = "s3:x-amz-server-side-encryption"
 )
 
 // policyStatements are the deny statements for bucket: every request over
-// plain http, and (sse "s3" or "kms") every PutObject without that
-// server-side encryption header.
+// plain http, and (sse "s3" or "kms") every write that asks for another
+// server-side encryption than that one.
+//
+// Why not also deny a write that asks for none, as the usual example
+// policies do: the s3:PutObject action also covers UploadPart and
+// CompleteMultipartUpload, which never carry the
+// x-amz-server-side-encryption header (only CreateMultipartUpload does),
+// and a negated condition on a key the request lacks is true. Such a
+// statement denies every part of every multipart upload, so every file
+// larger than one part could no longer be written. The Null condition
+// limits the deny to requests that carry the header. A write that names no
+// encryption gets the bucket's default encryption, which is why
+// CONFIGURATION.md has the default set to the same SSE.
+// TestBucketPolicyEnforced checks both on MinIO's policy engine.
 func policyStatements(bucket, sse string) []any {
 	arn := "arn:aws:s3:::" + bucket
 	st := []any{map[string]any{
@@ -37,18 +50,23 @@ func policyStatements(bucket, sse string) []any {
 		"Condition": map[string]any{"Bool": map[string]string{"aws:SecureTransport": "false"}},
 	}}
 	if sse != "" {
-		value := map[string]string{"s3": "AES256", "kms": "aws:kms"}[sse]
 		st = append(st, map[string]any{
 			"Sid":       sidSSE,
 			"Effect":    "Deny",
 			"Principal": "*",
 			"Action":    "s3:PutObject",
 			"Resource":  arn + "/*",
-			"Condition": map[string]any{"StringNotEquals": map[string]string{"s3:x-amz-server-side-encryption": value}},
+			"Condition": map[string]any{
+				"StringNotEquals": map[string]string{sseHeaderKey: sseHeaderValue[sse]},
+				"Null":            map[string]string{sseHeaderKey: "false"},
+			},
 		})
 	}
 	return st
 }
+
+// sseHeaderValue is the x-amz-server-side-encryption value of each --sse.
+var sseHeaderValue = map[string]string{"s3": "AES256", "kms": "aws:kms"}
 
 // mergePolicy returns the bucket policy document with this command's
 // statements replaced by want and every other statement kept as it was.
@@ -96,7 +114,7 @@ func newBucketPolicyCommand() *cobra.Command {
 	var sse string
 	var dryRun bool
 	pol := newGroup("Policy")
-	pol.fs.StringVar(&sse, "sse", "", "also deny every PutObject without this server-side encryption: s3 (AES256) or kms (aws:kms)")
+	pol.fs.StringVar(&sse, "sse", "", "also deny every write asking for another server-side encryption than this one: s3 (AES256) or kms (aws:kms); set the bucket's default encryption to the same")
 	pol.fs.BoolVar(&dryRun, "dry-run", false, "print the merged policy and change nothing")
 	st := newGroup("Store")
 	// --sse names the policy's encryption here; the store's SSE options
@@ -110,10 +128,14 @@ func newBucketPolicyCommand() *cobra.Command {
 	})
 	cmd := &cobra.Command{
 		Use:   "bucket-policy [options] STORE",
-		Short: "add deny statements to the bucket policy: plain http, and (--sse) puts without SSE",
+		Short: "add deny statements to the bucket policy: plain http, and (--sse) writes asking for another SSE",
 		Long: `Merge into the bucket policy of STORE (s3://bucket[/prefix]) a statement that
 denies every request made without TLS (aws:SecureTransport false) and, with
---sse, one that denies PutObject without that server-side encryption. The
+--sse, one that denies every write (PutObject, CopyObject, multipart upload)
+that asks for another server-side encryption. A write that asks for none
+gets the bucket's default encryption: set it to the same SSE (see
+CONFIGURATION.md); the policy cannot deny such writes without also denying
+every part of every multipart upload. The
 bucket's other statements are kept as they are; the command's own
 statements (Sid S3cryptfs...) are replaced on each run. --dry-run prints the
 policy that would be written.`,
@@ -154,7 +176,7 @@ policy that would be written.`,
 				return err
 			}
 			fmt.Fprintf(os.Stdout, "bucket %s: policy set (%d existing statement(s) kept, plain http denied%s)\n",
-				s3s.Bucket(), kept, map[bool]string{true: ", puts without SSE " + sse + " denied"}[sse != ""])
+				s3s.Bucket(), kept, map[bool]string{true: ", writes asking for another SSE than " + sse + " denied"}[sse != ""])
 			return nil
 		},
 	}

@@ -31,9 +31,9 @@ func TestMergePolicy(t *testing.T) {
 	}{
 		{"none", "", "", "S3cryptfsDenyInsecureTransport,Id=", 0},
 		{"list", `{"Version":"2012-10-17","Id":"x","Statement":[{"Sid":"A","Effect":"Allow"}]}`, "kms",
-			"A,S3cryptfsDenyInsecureTransport,S3cryptfsDenyPutWithoutSSE,Id=x", 1},
+			"A,S3cryptfsDenyInsecureTransport,S3cryptfsDenyPutWithOtherSSE,Id=x", 1},
 		{"single object", `{"Statement":{"Sid":"B","Effect":"Deny"}}`, "s3",
-			"B,S3cryptfsDenyInsecureTransport,S3cryptfsDenyPutWithoutSSE,Id=", 1},
+			"B,S3cryptfsDenyInsecureTransport,S3cryptfsDenyPutWithOtherSSE,Id=", 1},
 		{"ours replaced", `{"Statement":[{"Sid":"S3cryptfsDenyPutWithoutSSE"},{"Sid":"C"},{"Sid":"S3cryptfsDenyInsecureTransport"}]}`, "",
 			"C,S3cryptfsDenyInsecureTransport,Id=", 1},
 	} {
@@ -46,7 +46,8 @@ func TestMergePolicy(t *testing.T) {
 		}
 	}
 	got, _, _ := mergePolicy("", policyStatements("b", "kms"))
-	for _, want := range []string{`"aws:SecureTransport": "false"`, `"s3:x-amz-server-side-encryption": "aws:kms"`, `"arn:aws:s3:::b/*"`} {
+	for _, want := range []string{`"aws:SecureTransport": "false"`, `"s3:x-amz-server-side-encryption": "aws:kms"`,
+		`"Null": {`, `"s3:x-amz-server-side-encryption": "false"`, `"arn:aws:s3:::b/*"`} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("policy lacks %s:\n%s", want, got)
 		}

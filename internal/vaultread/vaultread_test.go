@@ -435,13 +435,12 @@ func TestStream(t *testing.T) {
 
 	data := make([]byte, 20*bs)
 	put(t, st, keys, "bad", data, nil)
-	info, _ := st.Stat(ctx, "bad")
 	rc, _ := st.Get(ctx, "bad", 0, -1, backend.GetOptions{})
 	obj, _ := io.ReadAll(rc)
 	rc.Close()
 	obj[keys.Layout().BlockIndexToCipherOff(7)+100] ^= 1
 	st.Put(ctx, "bad", bytes.NewReader(obj), int64(len(obj)), nil)
-	info, _ = st.Stat(ctx, "bad")
+	info, _ := st.Stat(ctx, "bad")
 	var out bytes.Buffer
 	err = Stream(ctx, &out, st, keys, info, 0)
 	if !errors.Is(err, cipher.ErrCorrupt) || !strings.Contains(err.Error(), `"bad" block 7`) {

@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -85,22 +85,43 @@ func readersSetup(b *testing.B, lat time.Duration) (*env, *netPath, *s3cryptfsSy
 
 // runReader runs an s3cryptfs reading command with the key file, its
 // stdout into w; it returns the wall time and the command's peak RSS in
-// MiB.
+// MiB, polled from /proc while it runs (VmHWM only grows; the rusage of a
+// child counts the parent's pages, shared until exec, so it would show
+// this test process's gigabytes).
 func (s *s3cryptfsSys) runReader(ctx context.Context, key string, w *checkWriter, args ...string) (time.Duration, float64, error) {
 	argv := append([]string{args[0], "--path-style", "--key-file", key}, args[1:]...)
 	cmd := exec.CommandContext(ctx, s.bin, argv...)
 	cmd.Env = append(os.Environ(), s.extraEnv...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = w, &stderr
-	d, err := timed(cmd.Run)
+	var peak atomic.Int64
+	d, err := timed(func() error {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop: // reaped: the pid may be another process's now
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if hwm, err := vmHWM(cmd.Process.Pid); err == nil {
+					peak.Store(max(peak.Load(), hwm))
+				}
+			}
+		}()
+		err := cmd.Wait()
+		close(stop)
+		<-done
+		return err
+	})
 	if err != nil {
 		return d, 0, fmt.Errorf("s3cryptfs %v: %w: %s", args, err, stderr.String())
 	}
-	var rss float64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss) / 1024 // KiB on Linux
-	}
-	return d, rss, nil
+	return d, float64(peak.Load()) / (1 << 20), nil
 }
 
 // checkWriter compares what it is written with want (nil: only counts).

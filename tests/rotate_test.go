@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,10 +129,11 @@ func TestRotateRewriteKilled(t *testing.T) {
 	st.wantKeyring(t, oldID, newID)
 	st.wantTree(t, want)
 
-	// Third run: to the end.
-	r := st.run(t, nil, st.cmd("rotate", "--rewrite", "--passphrase-file", passFile(t, passphrase))...)
-	if r.code != 0 || !strings.Contains(r.stdout, "1 older keys dropped") {
-		t.Fatalf("rotate --rewrite after two kills: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	// Third run: to the end, on a terminal (script(1) makes one), where
+	// it shows a progress bar.
+	out := st.onTerminal(t, st.cmd("rotate", "--rewrite", "--passphrase-file", passFile(t, passphrase))...)
+	if !strings.Contains(out, "1 older keys dropped") || !progressRE.MatchString(out) {
+		t.Fatalf("rotate --rewrite after two kills, on a terminal: want a progress bar and the keys dropped:\n%q", out)
 	}
 	st.wantKeyring(t, newID)
 	st.wantNothingUnder(t, oldID)
@@ -160,6 +162,29 @@ func TestRotateRewriteKilled(t *testing.T) {
 	if fi, err := os.Lstat(m.path("d/fifo")); err != nil || fi.Mode().Type() != os.ModeNamedPipe || fi.Mode().Perm() != 0o640 {
 		t.Fatalf("FIFO after the rewrite: %v %v", fi, err)
 	}
+}
+
+// progressRE matches rotate --rewrite's progress bar: rewritten so far,
+// then objects looked at of those listed.
+var progressRE = regexp.MustCompile(`\d+ rewritten .*\(\d+/\d+, `)
+
+// onTerminal runs the binary with args on a pseudo-terminal (script(1))
+// and returns what it wrote there; it fails the test on a non-zero exit.
+func (st *store) onTerminal(t *testing.T, args ...string) string {
+	t.Helper()
+	quoted := []string{"'" + binary + "'"}
+	for _, a := range args {
+		quoted = append(quoted, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "script", "-q", "-e", "-c", strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = append(os.Environ(), st.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v on a terminal: %v\n%s", args, err, out)
+	}
+	return string(out)
 }
 
 // rewriteRun is rotate --rewrite running in the background.

@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/s3cryptfs/s3cryptfs/internal/vaultread"
 )
@@ -24,10 +28,21 @@ func rotateRewrite(o *vaultOpener, spec string, parallel int) error {
 	}
 	keys := v.Keys()
 	var done atomic.Int64
+	// On a terminal, a bar per pass: objects looked at, of those listed,
+	// with the number rewritten so far in its description.
+	var bar *progressbar.ProgressBar
+	var barMu sync.Mutex
 	tty := isTerminal(os.Stderr)
-	rw := &vaultread.Rewriter{Store: o.st, Keys: keys, Parallel: parallel, Done: func(string) {
-		if n := done.Add(1); tty {
-			fmt.Fprintf(os.Stderr, "\rrewritten %d objects", n)
+	rw := &vaultread.Rewriter{Store: o.st, Keys: keys, Parallel: parallel, Done: func(_ string, rewritten bool) {
+		n := done.Load()
+		if rewritten {
+			n = done.Add(1)
+		}
+		if bar != nil {
+			barMu.Lock()
+			bar.Describe(fmt.Sprintf("%d rewritten", n))
+			bar.Add(1)
+			barMu.Unlock()
 		}
 	}}
 	// Two passes over fresh listings: the second catches objects written
@@ -40,15 +55,27 @@ func rotateRewrite(o *vaultOpener, spec string, parallel int) error {
 		if err != nil {
 			return fmt.Errorf("list the vault: %w", err)
 		}
-		if rep, err = rw.Rewrite(ctx, objs); err != nil {
+		if tty {
+			bar = progressbar.NewOptions(len(objs),
+				progressbar.OptionSetWriter(os.Stderr),
+				progressbar.OptionSetDescription(fmt.Sprintf("%d rewritten", done.Load())),
+				progressbar.OptionShowCount(),
+				progressbar.OptionSetItsString("objects"),
+				progressbar.OptionShowIts(),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish(),
+				progressbar.OptionSetWidth(30))
+		}
+		rep, err = rw.Rewrite(ctx, objs)
+		if bar != nil {
+			bar.Finish()
+		}
+		if err != nil {
 			return fmt.Errorf("rewrite (%d objects done; run it again to resume): %w", done.Load(), err)
 		}
 		if rep.Rewritten == 0 || len(rep.Problems) > 0 || pass == 3 {
 			break
 		}
-	}
-	if tty && done.Load() > 0 {
-		fmt.Fprintln(os.Stderr)
 	}
 	fmt.Printf("%d objects rewritten under the current key %s, %d already were\n", done.Load(), keys.CurrentKeyID(), rep.Current)
 	// Problems first: a pass that both rewrote and left objects stopped

@@ -31,8 +31,10 @@ type Rewriter struct {
 	// Parallel is how many objects are rewritten at once (4 if 0); each
 	// reads with DefaultParallel ranged GETs.
 	Parallel int
-	// Done is called (concurrently) after each object that was rewritten.
-	Done func(key string)
+	// Done is called (concurrently) after each object, rewritten telling
+	// whether it was (false: it already was current, or it was left as it
+	// is with a problem).
+	Done func(key string, rewritten bool)
 }
 
 // RewriteReport is the outcome of Rewrite.
@@ -83,9 +85,9 @@ func (w *Rewriter) Rewrite(ctx context.Context, objs []backend.ObjectInfo) (Rewr
 				rep.Current++
 			default:
 				rep.Rewritten++
-				if w.Done != nil {
-					w.Done(o.Key)
-				}
+			}
+			if w.Done != nil {
+				w.Done(o.Key, p == nil && !current)
 			}
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,9 +24,9 @@ import (
 
 // TestRotateRewriteKilled: rotate, writes under the new key, then rotate
 // --rewrite killed (SIGKILL of the real binary) twice while it rewrites,
-// once among the small objects and once in the middle of the multipart
-// upload of a large object (which stays incomplete, the object under the
-// old key), and run a third time to the end, over MinIO with TLS.
+// each time in the middle of the multipart upload of a large object (which
+// stays incomplete, the object under the old key; before it, objects
+// already rewritten), and run a third time to the end, over MinIO with TLS.
 // Meanwhile and afterwards every file reads back identical (content,
 // extended attributes, symlink, FIFO); at the end no object and no sealed
 // metadata is left under the old key, the old key is gone from the config,
@@ -42,8 +43,8 @@ func TestRotateRewriteKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// a*: small files (up to 3 blocks), rewritten first (listing order);
-	// z*: large ones (multipart uploads when rewritten).
+	// a*: small files (up to 3 blocks); z*: large ones (multipart uploads
+	// when rewritten).
 	for i := range 40 {
 		put(fmt.Sprintf("a%02d", i), randBytes(uint64(i), 1+i*5000))
 	}
@@ -102,30 +103,34 @@ func TestRotateRewriteKilled(t *testing.T) {
 			small = append(small, fmt.Sprintf("a%02d", i))
 		}
 	}
-
-	// First run: killed once a few small objects are rewritten.
-	r1 := st.startRewrite(t)
-	// (Polls the first five only: reading every header per poll let the
-	// rewrite get far ahead of the kill.)
-	r1.killWhen(t, func() bool { return underNew(small[:5]...) == 5 })
-	if n := underNew(small...); n == len(small) {
-		t.Fatal("the first rewrite finished the small objects before it was killed: nothing was interrupted (make the workload larger)")
-	} else {
-		t.Logf("first kill: %d of %d small objects under the new key, large ones under it: %d", n, len(small), underNew("z0", "z1", "z2"))
+	// The rewrite takes objects in key order (--parallel 1: one at a
+	// time), which with encrypted names is no order of the paths: the
+	// large files are taken in the order of their keys, and each run is
+	// killed in the middle of the multipart upload of the next one.
+	large := []string{"z0", "z1", "z2"}
+	sort.Slice(large, func(i, j int) bool { return st.key(t, large[i]) < st.key(t, large[j]) })
+	midUpload := func(r *rewriteRun, z string) {
+		t.Helper()
+		r.killWhen(t, func() bool { return len(st.multipartUploads(t, z)) > 0 })
+		if underNew(z) != 0 || len(st.multipartUploads(t, z)) == 0 {
+			t.Fatalf("killed during the multipart upload of %s: under the new key %v, incomplete upload %v; want false and one",
+				z, underNew(z) == 1, st.multipartUploads(t, z))
+		}
+		t.Logf("killed during the multipart upload of %s (left incomplete, %s still under the old key); small files under the new key: %d of %d",
+			z, z, underNew(small...), len(small))
 	}
+
+	// First run: killed in the middle of the first large object.
+	midUpload(st.startRewrite(t), large[0])
 	st.wantKeyring(t, oldID, newID)
 	// Half rewritten, every file reads back identical (get needs both keys).
 	st.wantTree(t, want)
 
-	// Second run: killed while it uploads a large object in parts (once
-	// MinIO lists the multipart upload of z1).
-	r2 := st.startRewrite(t)
-	r2.killWhen(t, func() bool { return len(st.multipartUploads(t, "z1")) > 0 })
-	if underNew("z0") != 1 || underNew("z1") != 0 || len(st.multipartUploads(t, "z1")) == 0 {
-		t.Fatalf("second kill: z0 under the new key %v, z1 %v, z1's multipart upload left incomplete %v; want true, false, true",
-			underNew("z0") == 1, underNew("z1") == 1, st.multipartUploads(t, "z1"))
+	// Second run: resumes, and is killed in the middle of the second.
+	midUpload(st.startRewrite(t), large[1])
+	if underNew(large[0]) != 1 {
+		t.Fatalf("the second run did not finish %s", large[0])
 	}
-	t.Logf("second kill: during the multipart upload of z1 (left incomplete: %v), z1 still under the old key", st.multipartUploads(t, "z1"))
 	st.wantKeyring(t, oldID, newID)
 	st.wantTree(t, want)
 
@@ -244,10 +249,11 @@ func (r *rewriteRun) killWhen(t *testing.T, cond func() bool) {
 }
 
 // multipartUploads lists the upload ids of the incomplete multipart
-// uploads of key (what a killed upload leaves behind; MinIO lists them
+// uploads of the object of path (what a killed upload leaves behind; MinIO lists them
 // per object, not for a whole bucket).
-func (st *store) multipartUploads(t *testing.T, key string) []string {
+func (st *store) multipartUploads(t *testing.T, path string) []string {
 	t.Helper()
+	key := st.key(t, path)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := st.srv.SDKClient(t).ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(st.bucket), Prefix: aws.String(key)})
@@ -263,9 +269,11 @@ func (st *store) multipartUploads(t *testing.T, key string) []string {
 	return ids
 }
 
-// rawRange returns the first n bytes of an object (fewer if it is shorter).
-func (st *store) rawRange(t *testing.T, key string, n int) []byte {
+// rawRange returns the first n bytes of the object of a path or key
+// (fewer if it is shorter).
+func (st *store) rawRange(t *testing.T, path string, n int) []byte {
 	t.Helper()
+	key := st.key(t, path)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := st.srv.SDKClient(t).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.bucket), Key: aws.String(key),

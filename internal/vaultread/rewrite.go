@@ -161,10 +161,11 @@ func (w *Rewriter) object(ctx context.Context, ids map[cipher.KeyID]bool, curr c
 		}
 	}
 	if info.Size == 0 {
-		// A directory marker, or a FIFO, socket or device node: no
-		// content, only metadata. Any other empty object is damage.
-		if !strings.HasSuffix(o.Key, "/") && fs.ObjectAttrOf(info, false).Special == "" {
-			return false, prob(ProblemNotEncrypted, "empty object: no s3cryptfs header (not a directory marker, FIFO, socket or device node either)")
+		// A directory (a marker "d/", or with encrypted names an object
+		// of type dir), or a FIFO, socket or device node: no content,
+		// only metadata. Any other empty object is damage.
+		if a := fs.ObjectAttrOf(info, strings.HasSuffix(o.Key, "/")); !a.Dir && a.Special == "" {
+			return false, prob(ProblemNotEncrypted, "empty object: no s3cryptfs header (not a directory, FIFO, socket or device node either)")
 		}
 		if !xattrOld {
 			return true, nil

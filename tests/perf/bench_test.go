@@ -659,7 +659,8 @@ func benchSmallFiles(b *testing.B, lat time.Duration, sys string) {
 }
 
 // waitCount waits until exactly want objects (not counting directory
-// markers) are under prefix.
+// markers, or directory objects of an encrypted-name vault) are under
+// prefix.
 func waitCount(ctx context.Context, e *env, bucket, prefix string, want int) error {
 	last := -1
 	err := waitFor(ctx, durableLimit, func(ctx context.Context) (bool, error) {

@@ -222,7 +222,11 @@ func (e *env) countObjects(ctx context.Context, bucket, prefix string) (int, err
 			return 0, fmt.Errorf("perf: list %s/%s: %w", bucket, prefix, err)
 		}
 		for _, o := range page.Contents {
-			if !strings.HasSuffix(aws.ToString(o.Key), "/") {
+			// Neither a directory marker ("d/") nor an encrypted-name
+			// directory's object (zero-length under names.DirRoot: every
+			// encrypted file has at least its header).
+			k := aws.ToString(o.Key)
+			if !strings.HasSuffix(k, "/") && !(strings.HasPrefix(k, "d/") && aws.ToInt64(o.Size) == 0) {
 				n++
 			}
 		}
